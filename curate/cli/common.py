@@ -1,0 +1,47 @@
+"""Options and helpers shared by every command module. No analysis logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from curate import config
+from curate.store import Store, open_store
+
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = typer.Option(None, "--store", help="Embedded store folder [env CURATE_STORE; default ./.curate].")
+UrlOpt = typer.Option(None, "--qdrant-url", help="Qdrant server URL instead of the embedded store "
+                      "[env CURATE_QDRANT_URL]; API key from CURATE_QDRANT_API_KEY.")
+CollectionOpt = typer.Option(None, "--collection", "-c", help="Collection name [env CURATE_COLLECTION; default pool].")
+EncoderOpt = typer.Option(None, "--encoder", help="Which stored encoder's vectors to use (needed when several).")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N [env CURATE_DEVICE].")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; only the summary line.")
+
+
+def settings(**flags: object) -> config.Settings:
+    try:
+        return config.resolve(**flags)
+    except ValueError as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+@contextlib.contextmanager
+def store_from(s: config.Settings) -> Iterator[Store]:
+    """Open the configured store and always close it, so the embedded store's lock is released."""
+    store = open_store(s.store, s.qdrant_url, s.qdrant_api_key)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr, then exit. Commands turn expected errors into this."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
