@@ -37,7 +37,9 @@ def _toml(path: Path) -> dict:
         raise ValueError(f"{path}: not valid TOML ({e}); fix or remove it") from e
     unknown = set(data) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+        raise ValueError(
+            f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}"
+        )
     return data
 
 

@@ -90,8 +90,10 @@ class Store(ABC):
             raise StoreError(f"collection {collection!r} holds no vectors yet; run 'curate embed' first")
         if encoder is None:
             if len(names) > 1:
-                raise StoreError(f"collection {collection!r} has several encoders; pick one with --encoder: "
-                                 + ", ".join(names))
+                raise StoreError(
+                    f"collection {collection!r} has several encoders; pick one with --encoder: "
+                    + ", ".join(names)
+                )
             return names[0]
         if encoder not in names:
             raise StoreError(f"unknown encoder {encoder!r} in {collection!r}; stored: {', '.join(names)}")
@@ -123,7 +125,9 @@ class Store(ABC):
             self.set_payload(collection, ids, fields)
 
     @abstractmethod
-    def delete_payload_keys(self, collection: str, keys: list[str], where: list[Condition] | None = None) -> None:
+    def delete_payload_keys(
+        self, collection: str, keys: list[str], where: list[Condition] | None = None
+    ) -> None:
         """Remove fields from every point matching `where` (all points when None)."""
 
     @abstractmethod
@@ -132,6 +136,7 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
     def build_index(self, collection: str, encoder: str) -> None:
         """Build the ANN index for one encoder (off by default: analyses scan vectors)."""
 

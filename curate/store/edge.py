@@ -1,0 +1,293 @@
+"""Qdrant Edge: the embedded default store, in-process, under ./.curate/ by default.
+
+On disk:  ROOT/.lock                     held (flock) while a process uses the store
+          ROOT/<collection>/meta.json     encoder specs (written atomically)
+          ROOT/<collection>/points/       Edge shard: payload only, one point per image
+          ROOT/<collection>/vectors/<enc>/ Edge shard: that encoder's named vector
+Edge shards replay their WAL on load, so a process killed mid-run loses no acknowledged write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from curate.store.base import Payload, Store, StoreError, StoreLockedError, chunks
+from curate.store.filters import Condition
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_WRITE_BATCH = 2_000
+
+
+def check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name) or "__" in name:
+        raise StoreError(f"invalid {kind} name {name!r}: use letters, digits, '_', '-', '.' (no '__')")
+    return name
+
+
+def edge_filter(where: list[Condition] | None) -> qe.Filter | None:
+    """Translate our conditions to an Edge filter (AND of all)."""
+    if not where:
+        return None
+    must: list = []
+    must_not: list = []
+    for c in where:
+        if c.op == "exists":
+            must_not.append(qe.IsEmptyCondition(c.key))
+        elif c.op == "missing":
+            must.append(qe.IsEmptyCondition(c.key))
+        elif c.op in ("==", "!="):
+            if isinstance(c.value, float):
+                cond = qe.FieldCondition(c.key, range=qe.RangeFloat(gte=c.value, lte=c.value))
+            else:
+                cond = qe.FieldCondition(c.key, match=qe.MatchValue(c.value))
+            (must if c.op == "==" else must_not).append(cond)
+        elif c.op in ("in", "not in"):
+            cond = qe.FieldCondition(c.key, match=qe.MatchAny(list(c.value)))
+            (must if c.op == "in" else must_not).append(cond)
+        else:
+            rng = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}[c.op]
+            must.append(qe.FieldCondition(c.key, range=qe.RangeFloat(**{rng: float(c.value)})))
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+class EdgeStore(Store):
+    def __init__(self, root: str | os.PathLike = ".curate") -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise StoreLockedError(
+                f"the store {self.root} is in use by {holder}; wait for it to finish, "
+                "or point --store / CURATE_STORE elsewhere"
+            ) from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"curate process {os.getpid()}")
+        self._lock_file.flush()
+        self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
+
+    # ---- shards ---------------------------------------------------------------------------
+    def _dir(self, collection: str) -> Path:
+        return self.root / check_name("collection", collection)
+
+    def _open(self, path: Path, config: qe.EdgeConfig | None) -> qe.EdgeShard:
+        try:
+            if (path / "edge_config.json").exists():
+                return qe.EdgeShard.load(str(path))
+            if config is None:
+                raise StoreError(f"no shard at {path}")
+            path.mkdir(parents=True, exist_ok=True)
+            return qe.EdgeShard.create(str(path), config)
+        except StoreError:
+            raise
+        except Exception as e:  # Edge raises plain Exception with a message
+            if "WouldBlock" in str(e) or "WAL" in str(e):
+                raise StoreLockedError(f"shard {path} is open elsewhere: {e}") from e
+            raise StoreError(f"cannot open shard {path}: {e}") from e
+
+    def _points(self, collection: str, create: bool = False) -> qe.EdgeShard:
+        key = (collection, "")
+        if key not in self._shards:
+            path = self._dir(collection) / "points"
+            if not create and not path.exists():
+                raise StoreError(f"collection {collection!r} not found in {self.location}")
+            # Edge requires at least one vector slot; the payload shard declares an unused sparse one.
+            cfg = qe.EdgeConfig(sparse_vectors={"_": qe.EdgeSparseVectorParams()})
+            self._shards[key] = self._open(path, cfg)
+        return self._shards[key]
+
+    def _vectors(self, collection: str, encoder: str, dim: int | None = None) -> qe.EdgeShard:
+        key = (collection, encoder)
+        if key not in self._shards:
+            path = self._dir(collection) / "vectors" / check_name("encoder", encoder)
+            cfg = None
+            if dim is not None:
+                params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+                cfg = qe.EdgeConfig(vectors={encoder: params})
+            elif not path.exists():
+                raise StoreError(f"encoder {encoder!r} has no vectors in collection {collection!r}")
+            self._shards[key] = self._open(path, cfg)
+        return self._shards[key]
+
+    # ---- collections and metadata ------------------------------------------------------
+    def list_collections(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / "points").is_dir())
+
+    def has_collection(self, collection: str) -> bool:
+        return (self._dir(collection) / "points").is_dir()
+
+    def ensure_collection(self, collection: str) -> None:
+        self._points(collection, create=True)
+        if not (self._dir(collection) / "meta.json").exists():
+            self.set_meta(collection, {"encoders": {}})
+
+    def drop_collection(self, collection: str) -> None:
+        for key in [k for k in self._shards if k[0] == collection]:
+            self._shards.pop(key).close()
+        shutil.rmtree(self._dir(collection), ignore_errors=True)
+
+    def get_meta(self, collection: str) -> dict[str, Any]:
+        path = self._dir(collection) / "meta.json"
+        if not path.exists():
+            return {"encoders": {}}
+        return json.loads(path.read_text())
+
+    def set_meta(self, collection: str, meta: dict[str, Any]) -> None:
+        path = self._dir(collection) / "meta.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        os.replace(tmp, path)  # atomic: a crash leaves the old or the new file, never half
+
+    def _create_vector_collection(self, collection: str, encoder: str, dim: int) -> None:
+        self._vectors(collection, encoder, dim)
+
+    # ---- writes ----------------------------------------------------------------------------
+    def upsert_points(self, collection: str, ids: list[str], payloads: list[Payload]) -> None:
+        shard = self._points(collection, create=True)
+        for lo in range(0, len(ids), _WRITE_BATCH):
+            pts = [
+                qe.Point(i, {}, p)
+                for i, p in zip(ids[lo : lo + _WRITE_BATCH], payloads[lo : lo + _WRITE_BATCH], strict=True)
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    def upsert_vectors(self, collection: str, encoder: str, ids: list[str], vectors: np.ndarray) -> None:
+        shard = self._vectors(collection, encoder)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        for lo in range(0, len(ids), _WRITE_BATCH):
+            rows = vectors[lo : lo + _WRITE_BATCH].tolist()  # one C-level conversion per batch
+            pts = [qe.Point(i, {encoder: v}) for i, v in zip(ids[lo : lo + _WRITE_BATCH], rows, strict=True)]
+            shard.update(qe.UpdateOperation.upsert_points(pts))
+
+    def set_payload(self, collection: str, ids: list[str], payload: Payload) -> None:
+        shard = self._points(collection)
+        for part in chunks(list(ids), 10_000):
+            try:
+                shard.update(qe.UpdateOperation.set_payload(part, payload))
+            except Exception as e:
+                raise StoreError(f"cannot set payload in {collection!r}: {e}") from e
+
+    def delete_payload_keys(
+        self, collection: str, keys: list[str], where: list[Condition] | None = None
+    ) -> None:
+        shard = self._points(collection)
+        shard.update(qe.UpdateOperation.delete_payload_by_filter(edge_filter(where) or qe.Filter(), keys))
+
+    def flush(self) -> None:
+        for shard in self._shards.values():
+            shard.flush()
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            try:
+                shard.flush()
+            finally:
+                shard.close()
+        self._shards.clear()
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def build_index(self, collection: str, encoder: str) -> None:
+        dim = int(self.encoders(collection)[encoder]["dim"])
+        key = (collection, encoder)
+        if key in self._shards:
+            self._shards.pop(key).close()
+        path = self._dir(collection) / "vectors" / encoder
+        cfg = qe.EdgeConfig(
+            vectors={encoder: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        )
+        shard = qe.EdgeShard.load(str(path), cfg)
+        shard.optimize()
+        self._shards[key] = shard
+
+    # ---- reads -----------------------------------------------------------------------------
+    def count(self, collection: str, where: list[Condition] | None = None) -> int:
+        return int(self._points(collection).count(qe.CountRequest(exact=True, filter=edge_filter(where))))
+
+    def count_vectors(self, collection: str, encoder: str) -> int:
+        return int(self._vectors(collection, encoder).count(qe.CountRequest(exact=True)))
+
+    def existing_ids(self, collection: str, ids: list[str], encoder: str | None = None) -> set[str]:
+        if encoder is None:
+            if not self.has_collection(collection):
+                return set()
+            shard = self._points(collection)
+        else:
+            if not (self._dir(collection) / "vectors" / encoder).exists():
+                return set()
+            shard = self._vectors(collection, encoder)
+        found: set[str] = set()
+        for part in chunks(list(ids), 10_000):
+            found.update(str(r.id) for r in shard.retrieve(part, with_payload=False, with_vector=False))
+        return found
+
+    def scan_payload(
+        self,
+        collection: str,
+        where: list[Condition] | None = None,
+        fields: list[str] | None = None,
+        batch: int = 10_000,
+    ) -> Iterator[list[tuple[str, Payload]]]:
+        shard = self._points(collection)
+        with_payload: bool | list[str] = True if fields is None else (list(fields) if fields else False)
+        flt = edge_filter(where)
+        offset = None
+        while True:
+            req = qe.ScrollRequest(
+                offset=offset, limit=batch, filter=flt, with_payload=with_payload, with_vector=False
+            )
+            records, offset = shard.scroll(req)
+            if records:
+                yield [(str(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
+    def iter_vectors(
+        self, collection: str, encoder: str, batch: int = 10_000
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        shard = self._vectors(collection, encoder)
+        offset = None
+        while True:
+            req = qe.ScrollRequest(offset=offset, limit=batch, with_payload=False, with_vector=[encoder])
+            records, offset = shard.scroll(req)
+            if records:
+                ids = [str(r.id) for r in records]
+                yield ids, np.asarray([r.vector[encoder] for r in records], dtype=np.float32)
+            if offset is None:
+                return
+
+    def get_vectors(self, collection: str, encoder: str, ids: list[str]) -> np.ndarray:
+        shard = self._vectors(collection, encoder)
+        dim = int(self.encoders(collection)[encoder]["dim"])
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        for lo in range(0, len(ids), 10_000):
+            part = ids[lo : lo + 10_000]
+            got = {
+                str(r.id): r.vector[encoder]
+                for r in shard.retrieve(part, with_payload=False, with_vector=[encoder])
+            }
+            for j, pid in enumerate(part):
+                if pid not in got:
+                    raise KeyError(f"no {encoder!r} vector for point {pid}")
+                out[lo + j] = got[pid]
+        return out

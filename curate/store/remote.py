@@ -1,0 +1,235 @@
+"""A Qdrant server through qdrant-client (also its ":memory:" local mode, which the tests use).
+
+Server collections:  <collection>               payload only (no dense vectors)
+                     <collection>__v__<encoder>  one named vector, indexing off until build_index
+                     <collection>__meta          one point holding the metadata JSON
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from curate.store.base import Payload, Store, StoreError, chunks
+from curate.store.edge import check_name
+from curate.store.filters import Condition
+
+_META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "curate:meta"))
+_WRITE_BATCH = 1_000
+T = TypeVar("T")
+
+
+def qdrant_filter(where: list[Condition] | None) -> qm.Filter | None:
+    if not where:
+        return None
+    must: list = []
+    must_not: list = []
+    for c in where:
+        if c.op == "exists":
+            must_not.append(qm.IsEmptyCondition(is_empty=qm.PayloadField(key=c.key)))
+        elif c.op == "missing":
+            must.append(qm.IsEmptyCondition(is_empty=qm.PayloadField(key=c.key)))
+        elif c.op in ("==", "!="):
+            if isinstance(c.value, float):
+                cond = qm.FieldCondition(key=c.key, range=qm.Range(gte=c.value, lte=c.value))
+            else:
+                cond = qm.FieldCondition(key=c.key, match=qm.MatchValue(value=c.value))
+            (must if c.op == "==" else must_not).append(cond)
+        elif c.op in ("in", "not in"):
+            cond = qm.FieldCondition(key=c.key, match=qm.MatchAny(any=list(c.value)))
+            (must if c.op == "in" else must_not).append(cond)
+        else:
+            rng = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt"}[c.op]
+            must.append(qm.FieldCondition(key=c.key, range=qm.Range(**{rng: float(c.value)})))
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+class RemoteStore(Store):
+    def __init__(self, url: str, api_key: str | None = None, timeout: int = 60) -> None:
+        self.location = url
+        if url == ":memory:":
+            self.client = QdrantClient(":memory:")
+        else:
+            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+            try:
+                self.client.get_collections()
+            except Exception as e:
+                raise StoreError(
+                    f"cannot reach Qdrant at {url}: {e}; is the server running "
+                    "(see docker/) and is CURATE_QDRANT_API_KEY right?"
+                ) from e
+
+    def _retry(self, fn: Callable[[], T], attempts: int = 3) -> T:
+        """Retry transient network errors at the edge of the system, with backoff."""
+        for i in range(attempts):
+            try:
+                return fn()
+            except (ConnectionError, TimeoutError) as e:
+                if i == attempts - 1:
+                    raise StoreError(f"Qdrant at {self.location} failed {attempts} times: {e}") from e
+                time.sleep(0.5 * 2**i)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _vec_name(collection: str, encoder: str) -> str:
+        return f"{collection}__v__{check_name('encoder', encoder)}"
+
+    # ---- collections and metadata ------------------------------------------------------
+    def list_collections(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections if "__" not in c.name)
+
+    def has_collection(self, collection: str) -> bool:
+        return self.client.collection_exists(check_name("collection", collection))
+
+    def ensure_collection(self, collection: str) -> None:
+        if not self.has_collection(collection):
+            self.client.create_collection(collection, vectors_config={})
+            self.client.create_collection(f"{collection}__meta", vectors_config={})
+            self.set_meta(collection, {"encoders": {}})
+
+    def drop_collection(self, collection: str) -> None:
+        for c in self.client.get_collections().collections:
+            if c.name == collection or c.name.startswith(f"{collection}__"):
+                self.client.delete_collection(c.name)
+
+    def get_meta(self, collection: str) -> dict[str, Any]:
+        if not self.client.collection_exists(f"{collection}__meta"):
+            return {"encoders": {}}
+        recs = self.client.retrieve(f"{collection}__meta", ids=[_META_ID], with_payload=True)
+        return json.loads(recs[0].payload["json"]) if recs else {"encoders": {}}
+
+    def set_meta(self, collection: str, meta: dict[str, Any]) -> None:
+        point = qm.PointStruct(id=_META_ID, vector={}, payload={"json": json.dumps(meta, sort_keys=True)})
+        self._retry(lambda: self.client.upsert(f"{collection}__meta", [point], wait=True))
+
+    def _create_vector_collection(self, collection: str, encoder: str, dim: int) -> None:
+        name = self._vec_name(collection, encoder)
+        if not self.client.collection_exists(name):
+            self.client.create_collection(
+                name,
+                vectors_config={encoder: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+                # Analyses scan vectors; HNSW is built only on request (build_index).
+                optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=0),
+            )
+
+    # ---- writes ----------------------------------------------------------------------------
+    def upsert_points(self, collection: str, ids: list[str], payloads: list[Payload]) -> None:
+        for lo in range(0, len(ids), _WRITE_BATCH):
+            batch = qm.Batch(
+                ids=ids[lo : lo + _WRITE_BATCH], vectors={}, payloads=payloads[lo : lo + _WRITE_BATCH]
+            )
+            self._retry(lambda b=batch: self.client.upsert(collection, b, wait=True))
+
+    def upsert_vectors(self, collection: str, encoder: str, ids: list[str], vectors: np.ndarray) -> None:
+        name = self._vec_name(collection, encoder)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        for lo in range(0, len(ids), _WRITE_BATCH):
+            batch = qm.Batch(
+                ids=ids[lo : lo + _WRITE_BATCH], vectors={encoder: vectors[lo : lo + _WRITE_BATCH].tolist()}
+            )
+            self._retry(lambda b=batch: self.client.upsert(name, b, wait=True))
+
+    def set_payload(self, collection: str, ids: list[str], payload: Payload) -> None:
+        for part in chunks(list(ids), 10_000):
+            self._retry(
+                lambda p=part: self.client.set_payload(collection, payload=payload, points=p, wait=True)
+            )
+
+    def delete_payload_keys(
+        self, collection: str, keys: list[str], where: list[Condition] | None = None
+    ) -> None:
+        selector = qm.FilterSelector(filter=qdrant_filter(where) or qm.Filter())
+        self._retry(lambda: self.client.delete_payload(collection, keys=keys, points=selector, wait=True))
+
+    def flush(self) -> None:
+        """Writes are acknowledged with wait=True; nothing is buffered client-side."""
+
+    def close(self) -> None:
+        self.client.close()
+
+    def build_index(self, collection: str, encoder: str) -> None:
+        self.client.update_collection(
+            self._vec_name(collection, encoder),
+            optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=20_000),
+        )
+
+    # ---- reads -----------------------------------------------------------------------------
+    def count(self, collection: str, where: list[Condition] | None = None) -> int:
+        if not self.has_collection(collection):
+            raise StoreError(f"collection {collection!r} not found in {self.location}")
+        return self.client.count(collection, count_filter=qdrant_filter(where), exact=True).count
+
+    def count_vectors(self, collection: str, encoder: str) -> int:
+        return self.client.count(self._vec_name(collection, encoder), exact=True).count
+
+    def existing_ids(self, collection: str, ids: list[str], encoder: str | None = None) -> set[str]:
+        name = collection if encoder is None else self._vec_name(collection, encoder)
+        if not self.client.collection_exists(name):
+            return set()
+        found: set[str] = set()
+        for part in chunks(list(ids), 5_000):
+            recs = self.client.retrieve(name, ids=part, with_payload=False, with_vectors=False)
+            found.update(str(r.id) for r in recs)
+        return found
+
+    def scan_payload(
+        self,
+        collection: str,
+        where: list[Condition] | None = None,
+        fields: list[str] | None = None,
+        batch: int = 10_000,
+    ) -> Iterator[list[tuple[str, Payload]]]:
+        with_payload: bool | list[str] = True if fields is None else (list(fields) if fields else False)
+        flt = qdrant_filter(where)
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                collection,
+                scroll_filter=flt,
+                limit=batch,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=False,
+            )
+            if records:
+                yield [(str(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
+    def iter_vectors(
+        self, collection: str, encoder: str, batch: int = 10_000
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        name = self._vec_name(collection, encoder)
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                name, limit=batch, offset=offset, with_payload=False, with_vectors=[encoder]
+            )
+            if records:
+                yield (
+                    [str(r.id) for r in records],
+                    np.asarray([r.vector[encoder] for r in records], np.float32),
+                )
+            if offset is None:
+                return
+
+    def get_vectors(self, collection: str, encoder: str, ids: list[str]) -> np.ndarray:
+        name = self._vec_name(collection, encoder)
+        dim = int(self.encoders(collection)[encoder]["dim"])
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        for lo in range(0, len(ids), 5_000):
+            part = ids[lo : lo + 5_000]
+            recs = self.client.retrieve(name, ids=part, with_payload=False, with_vectors=[encoder])
+            got = {str(r.id): r.vector[encoder] for r in recs}
+            for j, pid in enumerate(part):
+                if pid not in got:
+                    raise KeyError(f"no {encoder!r} vector for point {pid}")
+                out[lo + j] = got[pid]
+        return out
