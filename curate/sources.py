@@ -1,0 +1,149 @@
+"""Find images: a folder (recursive), a glob, or a manifest (CSV, Parquet, JSONL) read with polars.
+
+Every image gets a stable point id: a UUIDv5 of its path relative to the pool root, so re-runs
+match and a pool moved to another disk keeps its ids. Metadata columns of a manifest become
+payload fields.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet", ".jsonl", ".ndjson"})
+# Fields curate writes itself; a manifest column with one of these names would be overwritten.
+RESERVED_FIELDS = frozenset(
+    {"relpath", "sha256", "width", "height", "bytes", "format", "failed", "error", "root"}
+)
+_NAMESPACE = uuid.UUID("6f1c1d2a-8f0e-4c43-9a58-0c5e2b7d9e11")
+
+
+def point_id(relpath: str) -> str:
+    """Stable id of an image: UUIDv5 of its POSIX path relative to the pool root."""
+    return str(uuid.uuid5(_NAMESPACE, Path(relpath).as_posix()))
+
+
+class SourceError(ValueError):
+    """A source that cannot be read, with a message naming it and what to do."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The images of one source: a table with `id`, `path` (absolute), `relpath` and metadata columns."""
+
+    root: Path
+    table: pl.DataFrame
+
+    @property
+    def metadata_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c not in ("id", "path", "relpath")]
+
+    def __len__(self) -> int:
+        return self.table.height
+
+
+def _walk(folder: Path) -> list[str]:
+    """All image-extension entries under folder, symlinks (even broken ones) included, so a bad
+    link is reported as a failure rather than silently skipped."""
+    found = []
+    for dirpath, _dirs, files in os.walk(folder, followlinks=False):
+        for name in files:
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def _glob_root(pattern: str) -> Path:
+    """The deepest folder of a glob pattern that holds no wildcard."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _read_manifest(path: Path) -> pl.DataFrame:
+    ext = path.suffix.lower()
+    try:
+        if ext == ".csv":
+            df = pl.read_csv(path, infer_schema_length=10_000)
+        elif ext == ".parquet":
+            df = pl.read_parquet(path)
+        else:
+            df = pl.read_ndjson(path)
+    except Exception as e:  # polars raises several error types for malformed files
+        raise SourceError(f"cannot read manifest {path}: {e}") from e
+    if "path" not in df.columns:
+        raise SourceError(f"manifest {path} has no 'path' column (columns: {', '.join(df.columns)})")
+    clash = sorted(RESERVED_FIELDS.intersection(df.columns) | ({"id"} & set(df.columns)))
+    if clash:
+        raise SourceError(
+            f"manifest {path}: column(s) {', '.join(clash)} are written by curate itself; rename them"
+        )
+    if df["path"].null_count():
+        raise SourceError(f"manifest {path}: {df['path'].null_count()} row(s) have an empty 'path'")
+    return df
+
+
+def _relative(paths: list[str], root: Path) -> list[str]:
+    out = []
+    for p in paths:
+        try:
+            out.append(Path(p).relative_to(root).as_posix())
+        except ValueError:  # outside the root: the absolute path is its own stable key
+            out.append(Path(p).as_posix())
+    return out
+
+
+def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Pool:
+    """Resolve a folder, glob or manifest into a Pool, sorted by relpath (deterministic order).
+
+    `root` overrides the pool root used for relative paths and ids."""
+    src = str(source)
+    path = Path(src)
+    meta: pl.DataFrame | None = None
+    if path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
+        meta = _read_manifest(path)
+        base = path.parent.resolve()
+        files = [str(p) if Path(p).is_absolute() else str(base / p) for p in meta["path"].cast(pl.Utf8)]
+        default_root = base
+    elif path.is_dir():
+        default_root = path.resolve()
+        files = _walk(default_root)
+    elif any(ch in src for ch in "*?["):
+        default_root = _glob_root(src).resolve()
+        files = [
+            os.path.abspath(p)
+            for p in globlib.glob(src, recursive=True)
+            if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS and not os.path.isdir(p)
+        ]
+    elif path.is_file():
+        raise SourceError(
+            f"{src}: not a folder, glob or manifest; manifests end in {', '.join(sorted(MANIFEST_EXTENSIONS))}"
+        )
+    else:
+        raise SourceError(f"{src}: no such folder, file or glob match")
+
+    pool_root = Path(root).resolve() if root else default_root
+    # Keep symlinks as links (no resolve): a broken link must still show up as its own path.
+    files = [os.path.join(os.path.abspath(os.path.dirname(f)), os.path.basename(f)) for f in files]
+    rel = _relative(files, pool_root)
+    table = pl.DataFrame({"id": [point_id(r) for r in rel], "path": files, "relpath": rel})
+    if meta is not None:
+        table = pl.concat([table, meta.drop("path")], how="horizontal")
+    dupes = table.filter(pl.col("id").is_duplicated())
+    if dupes.height:
+        raise SourceError(
+            f"{src}: {dupes.height} rows point at the same image more than once, e.g. {dupes['path'][0]}"
+        )
+    if table.height == 0:
+        raise SourceError(f"{src}: no images found (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return Pool(root=pool_root, table=table.sort("relpath"))
