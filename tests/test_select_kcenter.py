@@ -143,3 +143,19 @@ def test_budget_larger_than_pool_is_an_error() -> None:
     X = np.zeros((5, 2), np.float32)
     with pytest.raises(ValueError, match="budget 5 is larger than the 4"):
         kcenter_greedy(X, 5, [0])
+
+
+def test_chunked_argmax_keeps_lowest_index_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-chunk maxima are merged in chunk order, so a tie spanning chunks still goes low."""
+    import curate.select.kcenter as kc
+
+    monkeypatch.setattr(kc, "CPU_CHUNK", 7)
+    rng = np.random.default_rng(7)
+    X = rng.integers(0, 3, size=(60, 3)).astype(np.float32)
+    X = np.concatenate([X, X])
+    w = rng.integers(1, 3, size=120).astype(np.float64)
+    for initial in ([0], [4, 30]):
+        ref, _ = brute_kcenter(X, 30, initial, weights=w)
+        assert kc.kcenter_select(X, 30, initial, weights=w, device="cpu").indices.tolist() == ref
+    ref, _ = brute_kcenter(X, 30)
+    assert kc.kcenter_greedy(X, 30, device="cpu").tolist() == ref

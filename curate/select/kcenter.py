@@ -29,6 +29,7 @@ from curate.device import rows_per_chunk
 from curate.select.tensors import mm_f32, resolve_device, sq_norms, to_storage
 
 NEG_INF = float("-inf")
+CPU_CHUNK = 16384  # rows per serial update chunk on CPU (below torch's 32768 parallel grain)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def kcenter_select(
         norms = sq_norms(x)
         bias = torch.zeros(n, dtype=torch.float32, device=dev)
         bias[torch.as_tensor(~cand, device=dev)] = NEG_INF
-        w2 = None
+        w2 = g = quota = count = None
         if weights is not None:
             w2 = torch.as_tensor(np.asarray(weights, dtype=np.float32), device=dev).square()
         if groups is not None:
@@ -135,36 +136,63 @@ def kcenter_select(
         picks = torch.empty(budget, dtype=torch.int64, device=dev)
         pick_score = torch.empty(budget, dtype=torch.float32, device=dev)
         pick_d2 = torch.empty(budget, dtype=torch.float32, device=dev)
-        sync_every = 1 if dev.type == "cpu" else 256  # GPU: no host sync per pick
+        # CPU: row chunks below torch's parallel grain size keep the O(N) updates serial and in
+        # cache (OpenMP fork/join per tiny op costs more than the op on a busy 2-core machine);
+        # the GEMV itself stays multi-threaded. GPU: one chunk, and no host sync per pick.
+        step = CPU_CHUNK if dev.type == "cpu" else n
+        bounds = [(r0, min(n, r0 + step)) for r0 in range(0, n, step)]
+        sync_every = 1 if dev.type == "cpu" else 256
+
+        def best_of(center: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            """One pass: fold `center` into the min distances, then argmax of the pick score."""
+            full = (count >= quota) if groups is not None else None
+            vals, idxs = [], []
+            for r0, r1 in bounds:
+                dc = d2[r0:r1]
+                if center is not None:
+                    if x.dtype == torch.float32:
+                        new = torch.addmv(norms[r0:r1], x[r0:r1], x[center], alpha=-2)
+                    else:
+                        new = mm_f32(x[r0:r1], x[center]).mul_(-2).add_(norms[r0:r1])
+                    new.add_(norms[center]).clamp_min_(0)
+                    torch.minimum(dc, new, out=dc)
+                bc = bias[r0:r1]
+                if full is not None:
+                    bc.masked_fill_(full[g[r0:r1]], NEG_INF)
+                sc = dc + bc if w2 is None else torch.addcmul(bc, dc, w2[r0:r1])
+                if md2 is not None:
+                    sc.masked_fill_(dc < md2, NEG_INF)
+                m = torch.max(sc, dim=0)  # first maximum on ties
+                vals.append(m.values)
+                idxs.append(m.indices + r0)
+            if len(bounds) == 1:
+                return vals[0], idxs[0]
+            j = torch.argmax(torch.stack(vals))  # first chunk holding the maximum
+            return torch.stack(vals)[j], torch.stack(idxs)[j]
+
+        if len(init):
+            score, best = best_of(None)
+        else:
+            # No centers yet: the candidate closest to the mean of the candidates.
+            mask = torch.as_tensor(cand, device=dev)
+            mean = x[mask].float().mean(dim=0)
+            first = mm_f32(x, mean.to(x.dtype)).mul_(2).sub_(norms).add_(bias)
+            best = torch.argmax(first)
+            score = first[best]
         done = budget
         for t in range(budget):
-            if t == 0 and not len(init):
-                # No centers yet: the candidate closest to the mean of the candidates.
-                mask = torch.as_tensor(cand, device=dev)
-                mean = x[mask].float().mean(dim=0)
-                score = mm_f32(x, mean.to(x.dtype)).mul_(2).sub_(norms).add_(bias)
-            elif w2 is None:
-                score = d2 + bias
-            else:
-                score = torch.addcmul(bias, d2, w2)
-            if md2 is not None:
-                score.masked_fill_(d2 < md2, NEG_INF)
-            best = torch.argmax(score)
             picks[t] = best
-            pick_score[t] = score[best]
+            pick_score[t] = score
             pick_d2[t] = d2[best]
-            if (t + 1) % sync_every == 0 and pick_score[t].item() == NEG_INF:
+            if (t + 1) % sync_every == 0 and score.item() == NEG_INF:
                 done = t + 1
+                break
+            if t == budget - 1:
                 break
             bias[best] = NEG_INF
             if groups is not None:
                 count[g[best]] += 1
-                bias.masked_fill_((count >= quota)[g], NEG_INF)
-            new = torch.addmv(norms, x, x[best], alpha=-2) if x.dtype == torch.float32 else (
-                mm_f32(x, x[best]).mul_(-2).add_(norms)
-            )
-            new.add_(norms[best]).clamp_min_(0)
-            torch.minimum(d2, new, out=d2)
+            score, best = best_of(best)
 
         scores = pick_score[:done].cpu().numpy()
         idx = picks[:done].cpu().numpy()
