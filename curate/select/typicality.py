@@ -1,0 +1,149 @@
+"""Typicality in the TypiClust sense (Hacohen et al., ICML 2022): the strong choice at tiny budgets.
+
+Idea: with very few labels, a model learns most from images that are *typical* (in dense regions)
+and that come from *different* regions. So: cluster the pool with k-means into about
+(labeled + budget) clusters, score each image by its typicality inside its cluster
+(1 / mean distance to its k nearest cluster-mates), and repeatedly take the most typical
+selectable image of the least-covered cluster (fewest labeled or already-picked images; ties go
+to the larger cluster, then the lower cluster id). Clusters smaller than `min_cluster_size` are
+skipped while larger ones still have candidates (they are outliers, not modes).
+
+Typicality is computed once over every member of a cluster (labeled ones included: they are
+part of the distribution); it is not recomputed after each pick.
+
+Scale: kNN runs per cluster through `curate.kernels.topk_similarity`, so the cost is
+sum(n_c^2) d and memory one tile; no N x N matrix at any N.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from curate.kernels import topk_similarity
+from curate.select.density import DENSITY_K, inverse_distance
+from curate.select.kmeans import kmeans
+
+MAX_CLUSTERS = 500
+MIN_CLUSTER_SIZE = 5
+
+
+def n_clusters_for(n_rows: int, n_centers: int, budget: int, max_clusters: int = MAX_CLUSTERS) -> int:
+    """TypiClust's rule: one cluster per labeled-or-picked image, capped (k-means cost grows with K)."""
+    return int(max(1, min(n_rows, n_centers + budget, max_clusters)))
+
+
+def cluster_typicality(
+    X: np.ndarray, labels: np.ndarray, k: int = DENSITY_K, *, device: str | torch.device | None = None
+) -> np.ndarray:
+    """Typicality of each row within its cluster (0 for a cluster of one)."""
+    mean_dist = np.zeros(len(labels), dtype=np.float32)
+    single = np.zeros(len(labels), dtype=bool)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            single[members] = True
+            continue
+        kk = min(k, len(members) - 1)
+        sims, _ = topk_similarity(X[members], X[members], kk, exclude_self=True, device=device)
+        mean_dist[members] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims.astype(np.float64))).mean(axis=1)
+    out = np.zeros(len(labels), dtype=np.float32)
+    if (~single).any():
+        out[~single] = inverse_distance(mean_dist[~single])
+    return out
+
+
+@dataclass
+class Clustering:
+    labels: np.ndarray  # int64 cluster id per row
+    typicality: np.ndarray  # float32 per row
+
+
+def cluster_pool(
+    X: np.ndarray,
+    n_clusters: int,
+    *,
+    k: int = DENSITY_K,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Clustering:
+    _, labels = kmeans(X, n_clusters, seed=seed, device=device)
+    return Clustering(labels, cluster_typicality(X, labels, k, device=device))
+
+
+def typiclust_select(
+    labels: np.ndarray,
+    score: np.ndarray,
+    budget: int,
+    *,
+    candidates: np.ndarray,
+    centers: np.ndarray,
+    groups: np.ndarray | None = None,
+    quotas: np.ndarray | None = None,
+    min_cluster_size: int = MIN_CLUSTER_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(picked row indices in order, cluster of each pick).
+
+    `score` is typicality (times any weights); within a cluster the highest score wins, ties to
+    the lowest row index. `groups`/`quotas` are hard balance quotas (-1: never picked).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    n_cl = int(labels.max()) + 1 if n else 0
+    size = np.bincount(labels, minlength=n_cl)
+    covered = np.bincount(labels[np.asarray(centers, bool)], minlength=n_cl)
+    cand = np.asarray(candidates, bool).copy()
+    if groups is not None:
+        assert quotas is not None
+        groups = np.asarray(groups, np.int64)
+        count = np.zeros(len(quotas), dtype=np.int64)
+        cand &= groups >= 0
+        cand[groups >= 0] &= np.asarray(quotas)[groups[groups >= 0]] > 0
+    # Per cluster: candidates sorted by (score desc, index asc), consumed with a cursor.
+    rows = np.flatnonzero(cand)
+    order = rows[np.lexsort((rows, -score[rows].astype(np.float64), labels[rows]))]
+    starts = np.searchsorted(labels[order], np.arange(n_cl + 1))
+    cursor = starts[:-1].copy()
+    big = size >= min_cluster_size
+    use_big = bool(np.any(big & (starts[1:] > starts[:-1])))
+
+    def allowed(c: int) -> bool:
+        return (not use_big) or bool(big[c])
+
+    heap = [(int(covered[c]), -int(size[c]), c) for c in range(n_cl) if starts[c + 1] > starts[c] and allowed(c)]
+    heapq.heapify(heap)
+    picks: list[int] = []
+    clusters: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    while len(picks) < budget:
+        if not heap:
+            if use_big:  # large clusters exhausted: fall back to the small ones rather than stop
+                use_big = False
+                heap = [(int(covered[c]), -int(size[c]), c) for c in range(n_cl)
+                        if cursor[c] < starts[c + 1] and not big[c]]
+                heapq.heapify(heap)
+                continue
+            break
+        cov, neg_size, c = heapq.heappop(heap)
+        # advance the cursor past rows that became ineligible (their balance group filled up)
+        while cursor[c] < starts[c + 1]:
+            r = order[cursor[c]]
+            if not taken[r] and (groups is None or count[groups[r]] < quotas[groups[r]]):
+                break
+            cursor[c] += 1
+        if cursor[c] >= starts[c + 1]:
+            continue  # nothing selectable left in this cluster
+        r = int(order[cursor[c]])
+        cursor[c] += 1
+        taken[r] = True
+        picks.append(r)
+        clusters.append(c)
+        covered[c] += 1
+        if groups is not None:
+            count[groups[r]] += 1
+        heapq.heappush(heap, (int(covered[c]), neg_size, c))
+    return np.asarray(picks, dtype=np.int64), np.asarray(clusters, dtype=np.int64)
