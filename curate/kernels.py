@@ -173,7 +173,7 @@ def topk_similarity(
 # ---------------------------------------------------------------------------------------------
 # all pairs above a threshold
 # ---------------------------------------------------------------------------------------------
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> None:
     if not (-1.0 <= float(threshold) <= 1.0) or np.isnan(threshold):
         raise ValueError(f"threshold {threshold} is outside [-1, 1]; cosine similarity lives there")
 
@@ -193,7 +193,7 @@ def iter_pairs_above(
     fp16-in / fp32-out on GPU; the comparison is always on fp32 values. Memory: one tile plus the
     pairs it holds, so a consumer that folds batches (union-find) stays O(N).
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     dtype = storage_dtype(dev)
     a = as_unit_rows(x, dev, dtype)

@@ -1,0 +1,36 @@
+"""Duplicates: exact (same bytes) and near (cosine >= threshold) found together, grouped by
+union-find, one keeper per group. Files are never deleted or moved; results are a Parquet table,
+keep/remove manifests and payload tags (`dup_group`, `is_duplicate`)."""
+
+from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of
+from curate.dedup.near import NeighbourSample, nearest_neighbour_sample
+from curate.dedup.run import (
+    DEFAULT_THRESHOLD,
+    MODES,
+    DedupResult,
+    Pool,
+    find_groups,
+    load_pool,
+    run_dedup,
+    suggest_threshold,
+)
+from curate.dedup.semdedup import clustered_near_edges, spherical_kmeans
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "KEEP_POLICIES",
+    "MODES",
+    "Components",
+    "DedupResult",
+    "NeighbourSample",
+    "Pool",
+    "choose_keeper",
+    "clustered_near_edges",
+    "find_groups",
+    "groups_of",
+    "load_pool",
+    "nearest_neighbour_sample",
+    "run_dedup",
+    "spherical_kmeans",
+    "suggest_threshold",
+]

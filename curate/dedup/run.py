@@ -1,0 +1,316 @@
+"""`curate dedup` as a library call: load the pool from the store, find exact and near duplicate
+groups together, choose keepers, write the group table, manifests and payload tags.
+
+The core (`find_groups`) works on plain arrays, so tests compare it with a brute-force reference
+without a store; `run_dedup` only adds loading and writing. Nothing here deletes or moves a file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from curate.dedup.exact import exact_edges
+from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of
+from curate.dedup.near import NeighbourSample, add_near_edges, nearest_neighbour_sample
+from curate.dedup.semdedup import clustered_near_edges
+from curate.device import pick_device
+from curate.kernels import check_threshold
+from curate.store import Condition, Store
+
+# Default cut for near duplicates. Measured in benchmarks/dedup.py (BENCHMARKS_dedup.md): at 0.95
+# re-encodes, resizes and small brightness changes are caught by both the pixels encoder and a
+# pretrained CNN while distinct images stay below it.
+DEFAULT_THRESHOLD = 0.95
+MODES = ("auto", "exact", "clustered")
+# `auto` switches to clustered search above these pool sizes: exact all-pairs then costs more than
+# ~10 minutes (CPU: ~130 GFLOP/s on 2 cores; one modern GPU: several hundred TFLOP/s).
+EXACT_LIMIT = {"cpu": 300_000, "cuda": 5_000_000}
+GROUP_FIELDS = ("dup_group", "is_duplicate")
+
+
+@dataclass
+class Pool:
+    """The points dedup looks at, as aligned arrays (sorted by id)."""
+
+    ids: list[str]
+    paths: list[str]
+    hashes: list[str | None]
+    info: PointInfo
+    vectors: np.ndarray | None  # [n_vec, d] rows of points that have a vector
+    node_of_row: np.ndarray  # vector row -> index into ids
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ids: list[str],
+        *,
+        paths: list[str] | None = None,
+        hashes: list[str | None] | None = None,
+        area: np.ndarray | None = None,
+        nbytes: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
+        vector_ids: list[str] | None = None,
+    ) -> Pool:
+        n = len(ids)
+        paths = paths if paths is not None else list(ids)
+        pos = {pid: k for k, pid in enumerate(ids)}
+        vec_row = np.full(n, -1, dtype=np.int64)
+        node_of_row = np.empty(0, dtype=np.int64)
+        if vectors is not None:
+            vids = vector_ids if vector_ids is not None else list(ids)
+            node_of_row = np.array([pos[v] for v in vids], dtype=np.int64)
+            vec_row[node_of_row] = np.arange(len(vids))
+        info = PointInfo(
+            order_key=[f"{p}\0{i}" for p, i in zip(paths, ids, strict=True)],
+            area=np.zeros(n) if area is None else np.asarray(area, dtype=np.float64),
+            nbytes=np.zeros(n) if nbytes is None else np.asarray(nbytes, dtype=np.float64),
+            vec_row=vec_row,
+        )
+        return cls(ids, paths, hashes if hashes is not None else [None] * n, info, vectors, node_of_row)
+
+
+def load_pool(store: Store, collection: str, encoder: str | None, where: list[Condition] | None = None) -> Pool:
+    """Payload of every point matching `where` plus the encoder's vectors (None: exact only)."""
+    fields = ["path", "relpath", "sha256", "width", "height", "bytes"]
+    payload = store.payloads(collection, where or None, fields)
+    ids = sorted(payload)
+    if not ids:
+        raise ValueError(f"no points in {collection!r}" + (" match --where" if where else ""))
+    rel = [str(payload[i].get("relpath") or payload[i].get("path") or i) for i in ids]
+    area = np.array([float(payload[i].get("width") or 0) * float(payload[i].get("height") or 0) for i in ids])
+    nbytes = np.array([float(payload[i].get("bytes") or 0) for i in ids])
+    vectors = vector_ids = None
+    if encoder is not None:
+        vector_ids, vectors = store.load_vectors(collection, encoder, where or None)
+        keep = [k for k, v in enumerate(vector_ids) if v in payload]  # points added mid-read
+        if len(keep) != len(vector_ids):
+            vector_ids, vectors = [vector_ids[k] for k in keep], vectors[keep]
+    pool = Pool.from_arrays(
+        ids,
+        paths=rel,
+        hashes=[payload[i].get("sha256") for i in ids],
+        area=area,
+        nbytes=nbytes,
+        vectors=vectors,
+        vector_ids=vector_ids,
+    )
+    pool.paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
+    return pool
+
+
+@dataclass
+class DedupResult:
+    table: pl.DataFrame  # one row per member of a duplicate group
+    n_points: int
+    n_vectors: int
+    n_groups: int
+    n_removed: int
+    n_exact_pairs: int  # sha256 edges (star per hash)
+    n_near_pairs: int  # pairs >= threshold found (clustered mode: visits, may repeat a pair)
+    mode: str
+    threshold: float | None
+    seconds: float
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def remove_ids(self) -> list[str]:
+        return self.table.filter(~pl.col("kept"))["id"].to_list()
+
+    def summary(self) -> str:
+        near = f", near >= {self.threshold} ({self.mode})" if self.threshold is not None else ""
+        return (
+            f"{self.n_points} points ({self.n_vectors} with vectors): {self.n_groups} duplicate groups, "
+            f"{self.n_removed} to remove, {self.n_points - self.n_removed} to keep [exact sha256{near}; "
+            f"{self.seconds:.1f} s]"
+        )
+
+
+def resolve_mode(mode: str, n_vectors: int, device: torch.device) -> str:
+    if mode not in MODES:
+        raise ValueError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return "exact" if n_vectors <= EXACT_LIMIT.get(device.type, EXACT_LIMIT["cpu"]) else "clustered"
+
+
+def find_groups(
+    pool: Pool,
+    *,
+    threshold: float | None = DEFAULT_THRESHOLD,
+    keep: str = "largest",
+    mode: str = "auto",
+    n_clusters: int | None = None,
+    probes: int = 2,
+    device: str | torch.device | None = None,
+    chunk: int | None = None,
+) -> DedupResult:
+    """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicates in one graph."""
+    t0 = time.perf_counter()
+    if keep not in KEEP_POLICIES:
+        raise ValueError(f"--keep {keep!r}: use one of {', '.join(KEEP_POLICIES)}")
+    if threshold is not None:
+        check_threshold(threshold)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    n = len(pool.ids)
+    comps = Components(n)
+    a, b = exact_edges(pool.hashes)
+    comps.add(a, b)
+    n_near = 0
+    n_vec = 0 if pool.vectors is None else len(pool.vectors)
+    used_mode = "none"
+    if threshold is not None and pool.vectors is not None and n_vec >= 2:
+        used_mode = resolve_mode(mode, n_vec, dev)
+        if used_mode == "exact":
+            n_near = add_near_edges(pool.vectors, threshold, comps, pool.node_of_row, device=dev, chunk=chunk)
+        else:
+            n_near, _ = clustered_near_edges(
+                pool.vectors, threshold, comps, pool.node_of_row, n_clusters=n_clusters, probes=probes, device=dev
+            )
+    groups = groups_of(comps.result())
+    table = _group_table(pool, groups, keep)
+    n_removed = int((~table["kept"]).sum()) if len(table) else 0
+    return DedupResult(
+        table=table,
+        n_points=n,
+        n_vectors=n_vec,
+        n_groups=len(groups),
+        n_removed=n_removed,
+        n_exact_pairs=len(a),
+        n_near_pairs=n_near,
+        mode=used_mode,
+        threshold=threshold,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def _group_table(pool: Pool, groups: list[np.ndarray], keep: str) -> pl.DataFrame:
+    """Long table: one row per member with its group (the keeper's id), whether it is kept, its
+    cosine to the keeper (1.0 for byte-identical copies; null when either has no vector) and how it
+    matches the keeper (exact = same bytes, near = similar vectors, linked = no vector to compare,
+    in the group through another member's bytes)."""
+    cols: dict[str, list] = {k: [] for k in ("group", "group_size", "id", "path", "kept", "similarity", "match")}
+    for members in groups:
+        keeper = choose_keeper(members, keep, pool.info, pool.vectors)
+        kh = pool.hashes[keeper]
+        krow = pool.info.vec_row[keeper]
+        kv = _unit(pool.vectors[krow]) if krow >= 0 and pool.vectors is not None else None
+        ordered = [keeper] + [int(m) for m in members if m != keeper]
+        for m in ordered:
+            same_bytes = bool(kh) and pool.hashes[m] == kh
+            row = pool.info.vec_row[m]
+            if same_bytes:
+                sim: float | None = 1.0
+            elif kv is not None and row >= 0 and pool.vectors is not None:
+                sim = float(np.dot(_unit(pool.vectors[row]), kv))
+            else:
+                sim = None
+            cols["group"].append(pool.ids[keeper])
+            cols["group_size"].append(len(members))
+            cols["id"].append(pool.ids[m])
+            cols["path"].append(pool.paths[m])
+            cols["kept"].append(m == keeper)
+            cols["similarity"].append(sim)
+            kind = "exact" if same_bytes else ("near" if sim is not None else "linked")
+            cols["match"].append("self" if m == keeper else kind)
+    schema = {
+        "group": pl.String, "group_size": pl.Int64, "id": pl.String, "path": pl.String,
+        "kept": pl.Boolean, "similarity": pl.Float32, "match": pl.String,
+    }
+    df = pl.DataFrame(cols, schema=schema)
+    return df.sort(["group_size", "group", "kept", "path"], descending=[True, False, True, False])
+
+
+# ------------------------------------------------------------------------------------------------
+# writing results
+# ------------------------------------------------------------------------------------------------
+def _atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Write to a temporary sibling and rename: a crash never leaves a half-written manifest."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[str]:
+    """dedup_groups.parquet (the table), dedup_keep.csv (every point not removed) and
+    dedup_remove.csv (the duplicates to drop, with their group and similarity)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    removed = set(result.remove_ids)
+    keep_df = pl.DataFrame(
+        {"id": [i for i in pool.ids if i not in removed],
+         "path": [p for i, p in zip(pool.ids, pool.paths, strict=True) if i not in removed]},
+        schema={"id": pl.String, "path": pl.String},
+    )
+    remove_df = result.table.filter(~pl.col("kept")).select("id", "path", "group", "similarity", "match")
+    files = [out / "dedup_groups.parquet", out / "dedup_keep.csv", out / "dedup_remove.csv"]
+    _atomic(files[0], lambda p: result.table.write_parquet(p))
+    _atomic(files[1], lambda p: keep_df.write_csv(p))
+    _atomic(files[2], lambda p: remove_df.write_csv(p))
+    return [str(f) for f in files]
+
+
+def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool) -> None:
+    """`dup_group` (the keeper's id) and `is_duplicate` on group members; every other point of this
+    run gets is_duplicate=false and no group, so tags from an earlier run never linger."""
+    items: dict[str, dict] = {}
+    for gid, pid, kept in result.table.select("group", "id", "kept").iter_rows():
+        items[pid] = {"dup_group": gid, "is_duplicate": not kept}
+    if items:
+        store.set_payloads(collection, items)
+    others = [i for i in pool.ids if i not in items]
+    if others:
+        store.set_payload(collection, others, {"dup_group": None, "is_duplicate": False})
+    store.flush()
+
+
+def run_dedup(
+    store: Store,
+    collection: str,
+    encoder: str | None,
+    out_dir: str | Path | None,
+    *,
+    where: list[Condition] | None = None,
+    write_tags: bool = True,
+    **options: object,
+) -> DedupResult:
+    """Load, find groups, write outputs and payload. `encoder=None`: exact duplicates only."""
+    if encoder is not None:
+        encoder = store.require_encoder(collection, encoder)
+    elif not store.has_collection(collection):
+        store.require_encoder(collection, None)  # raises the standard "collection not found" error
+    pool = load_pool(store, collection, encoder, where)
+    result = find_groups(pool, **options)  # type: ignore[arg-type]
+    if out_dir is not None:
+        result.files = write_outputs(result, pool, out_dir)
+    if write_tags:
+        write_payload(store, collection, result, pool)
+    return result
+
+
+def suggest_threshold(
+    store: Store,
+    collection: str,
+    encoder: str | None,
+    *,
+    where: list[Condition] | None = None,
+    sample: int = 20_000,
+    device: str | torch.device | None = None,
+) -> tuple[NeighbourSample, Pool]:
+    """Nearest-neighbour similarities of a sample of the pool, for `--suggest`."""
+    encoder = store.require_encoder(collection, encoder)
+    pool = load_pool(store, collection, encoder, where)
+    if pool.vectors is None or len(pool.vectors) < 2:
+        raise ValueError(f"fewer than 2 vectors for encoder {encoder!r}; nothing to compare")
+    return nearest_neighbour_sample(pool.vectors, sample, device=device), pool
