@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests never download: the hub is switched off before anything imports it,
+and the open_clip model under test is a tiny one whose checkpoint we write ourselves."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json  # noqa: E402 - HF_HUB_OFFLINE must be set before huggingface_hub is imported
+from pathlib import Path  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TINY_CLIP = "curate-tiny"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+TINY_CLIP_SEED = 1234
+
+
+class TinyClip(NamedTuple):
+    model: str  # open_clip model name, registered with open_clip
+    checkpoint: str  # path to a state_dict file for that model
+
+
+def register_tiny_clip(folder: str | Path) -> tuple[str, str]:
+    """Register the "curate-tiny" open_clip config from `folder` (writing it and a seeded
+    checkpoint there if missing) and return (model_name, checkpoint_path).
+
+    Idempotent and deterministic, so DataLoader worker processes and other test modules can
+    call it with the same folder and get the same model."""
+    import open_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / f"{TINY_CLIP}.json"
+    checkpoint = folder / f"{TINY_CLIP}.pt"
+    if not config.is_file():
+        config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    if TINY_CLIP not in open_clip.list_models():
+        open_clip.add_model_config(config)
+    if not checkpoint.is_file():
+        torch.manual_seed(TINY_CLIP_SEED)
+        model = open_clip.create_model(TINY_CLIP, pretrained=None)
+        tmp = checkpoint.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, checkpoint)  # never leave a half-written checkpoint for a parallel reader
+    return TINY_CLIP, str(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> TinyClip:
+    model, checkpoint = register_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+    return TinyClip(model, checkpoint)
