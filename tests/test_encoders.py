@@ -291,3 +291,18 @@ def test_weights_available_is_fast_and_offline(tiny_clip, empty_caches):
     assert not weights_available("ViT-B-32", "laion2b_s34b_b79k")
     assert not weights_available("ViT-B-32", "no_such_tag")
     assert time.monotonic() - t0 < 1
+
+
+def test_image_transforms_pickle_for_worker_processes(clip, timm_checkpoint, photos):
+    import pickle
+
+    for enc in (clip, load_encoder("pixels"), load_encoder("timm:resnet10t", timm_checkpoint[1])):
+        transform = pickle.loads(pickle.dumps(enc.image_transform))
+        assert torch.equal(transform(photos[2]), enc.preprocess(photos[2])), enc.name
+
+
+def test_a_tag_wins_over_a_same_named_file(tmp_path, monkeypatch, empty_caches):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "laion2b_s34b_b79k").write_bytes(b"not weights")
+    with pytest.raises(EncoderError, match="HF_HUB_OFFLINE"):  # resolved as the tag, not the file
+        load_encoder("ViT-B-32", "laion2b_s34b_b79k", device="cpu")

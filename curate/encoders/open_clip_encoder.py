@@ -66,9 +66,10 @@ def resolve_weights(model: str, pretrained: str | None) -> Weights:
             pretrained = tags[0]
         else:
             raise EncoderError(f"open_clip model '{model}' has no pretrained tags; {LOCAL_FILE_HINT}")
-    if looks_like_path(pretrained):
+    # A registered tag wins over a same-named file in the working directory.
+    cfg = {} if "/" in pretrained or os.sep in pretrained else oc.get_pretrained_cfg(model, pretrained)
+    if not cfg and looks_like_path(pretrained):
         return Weights(model, None, local_checkpoint(pretrained), {})
-    cfg = oc.get_pretrained_cfg(model, pretrained)
     if not cfg:
         known = ", ".join(tags) or "none"
         raise EncoderError(f"unknown pretrained tag '{pretrained}' for {model} (known: {known}); or {LOCAL_FILE_HINT}")

@@ -49,6 +49,13 @@ class TimmWeights:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
 
+def _is_tag(arch: str, value: str) -> bool:
+    """A registered tag wins over a same-named file in the working directory."""
+    if "/" in value or os.sep in value:
+        return False
+    return f"{arch}.{value}" in _timm().list_pretrained(f"{arch}.*")
+
+
 def resolve_weights(model: str, pretrained: str | None) -> TimmWeights:
     """`model` is "timm:<arch>[.<tag>]"; validate without touching the network."""
     timm = _timm()
@@ -58,7 +65,7 @@ def resolve_weights(model: str, pretrained: str | None) -> TimmWeights:
     arch, tag = split_model_name_tag(name)
     if not timm.is_model(arch):
         raise EncoderError(f"unknown timm model '{arch}'; timm.list_models('*dino*') lists candidates")
-    if pretrained and looks_like_path(pretrained):
+    if pretrained and looks_like_path(pretrained) and not _is_tag(arch, pretrained):
         return TimmWeights(arch, None, local_checkpoint(pretrained), {})
     if pretrained:
         if tag and tag != pretrained:
