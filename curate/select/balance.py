@@ -1,0 +1,217 @@
+"""Balance: hard quotas per metadata mode, turned into (group per row, quota per group).
+
+A *mode* is the value of one metadata key (`weather`), or the joint values of several keys
+(`weather,time_of_day` -> cells such as rain/night). Targets are fractions (summing to 1) or
+counts (summing to the budget); the default is uniform over the modes present among the
+candidates. Fractions become counts by largest remainder, ties to the first mode in sorted order.
+
+Soft targets that silently miss are what users complain about, so quotas are hard: the selector
+takes exactly `quota[g]` images from every group. When a mode has fewer candidates than its
+quota, it gets all it has and the shortfall is redistributed to the other target modes in
+proportion to their targets (never to a mode the user set to 0 or left out of the table);
+every such change is reported in `messages`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MISSING = "(missing)"
+Mode = tuple[str, ...]
+
+
+class BalanceError(ValueError):
+    pass
+
+
+@dataclass
+class QuotaPlan:
+    keys: list[str]
+    modes: list[Mode]  # one per group, sorted
+    groups: np.ndarray  # int64 per row: group index, -1 = not selectable under this plan
+    quotas: np.ndarray  # int64 per group
+    available: np.ndarray  # int64 candidates per group
+    messages: list[str] = field(default_factory=list)
+
+    def name(self, g: int) -> str:
+        return mode_name(self.keys, self.modes[g])
+
+
+def mode_name(keys: list[str], mode: Mode) -> str:
+    return mode[0] if len(keys) == 1 else ", ".join(f"{k}={v}" for k, v in zip(keys, mode, strict=True))
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return MISSING
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def modes_of(payloads: list[dict[str, Any]], keys: list[str]) -> list[Mode]:
+    """The mode of every row; a missing value is its own mode, `(missing)`."""
+    return [tuple(_text(p.get(k)) for k in keys) for p in payloads]
+
+
+def check_keys(payloads: list[dict[str, Any]], keys: list[str]) -> None:
+    """Unknown metadata key -> one clear error listing the keys that exist."""
+    seen: set[str] = set()
+    for p in payloads:
+        seen.update(p)
+    missing = [k for k in keys if k not in seen]
+    if missing:
+        known = ", ".join(sorted(seen)) or "none"
+        raise BalanceError(f"unknown metadata key {missing[0]!r} for --balance-by; keys in the pool: {known}")
+
+
+def read_target(target: Any, keys: list[str]) -> tuple[dict[Mode, float], str]:
+    """Normalize a target to ({mode: value}, "fraction" | "count").
+
+    Accepted: None (uniform), a mapping {value: x} for one key, a list of rows
+    [{key: value, ..., "fraction" or "count": x}], or a path to a CSV/JSON/YAML file holding one.
+    """
+    if target is None:
+        return {}, "fraction"
+    if isinstance(target, str | Path):
+        target = _read_target_file(Path(target))
+    rows: list[tuple[Mode, float, str]] = []
+    if isinstance(target, dict):
+        if len(keys) != 1:
+            raise BalanceError("a {value: share} target needs exactly one --balance-by key; "
+                               "for several keys give rows with one column per key")
+        for v, x in target.items():
+            rows.append(((_text(v),), x, ""))
+    elif isinstance(target, list):
+        for i, row in enumerate(target):
+            if not isinstance(row, dict):
+                raise BalanceError(f"balance target row {i + 1} is not a mapping")
+            unit = [u for u in ("fraction", "count") if u in row]
+            if len(unit) != 1:
+                raise BalanceError(f"balance target row {i + 1} needs exactly one of 'fraction' or 'count'")
+            absent = [k for k in keys if k not in row]
+            if absent:
+                raise BalanceError(f"balance target row {i + 1} has no column {absent[0]!r}")
+            rows.append((tuple(_text(row[k]) for k in keys), row[unit[0]], unit[0]))
+    else:
+        raise BalanceError("balance target must be a mapping, a list of rows or a file")
+    out: dict[Mode, float] = {}
+    units = {u for _, _, u in rows if u}
+    for mode, x, _ in rows:
+        try:
+            val = float(x)
+        except (TypeError, ValueError):
+            raise BalanceError(f"balance target for {mode_name(keys, mode)!r} is not a number: {x!r}") from None
+        if not np.isfinite(val) or val < 0:
+            raise BalanceError(f"balance target for {mode_name(keys, mode)!r} must be >= 0, got {x!r}")
+        if mode in out:
+            raise BalanceError(f"balance target lists {mode_name(keys, mode)!r} twice")
+        out[mode] = val
+    if len(units) > 1:
+        raise BalanceError("balance target mixes 'fraction' and 'count' rows; use one")
+    if units:
+        unit = units.pop()
+    else:
+        total = sum(out.values())
+        is_count = all(float(v).is_integer() for v in out.values()) and total > 1 + 1e-9
+        unit = "count" if is_count else "fraction"
+    return out, unit
+
+
+def _read_target_file(path: Path) -> Any:
+    if not path.is_file():
+        raise BalanceError(f"balance target file {path} not found")
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        return json.loads(text)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text)
+    if path.suffix.lower() == ".csv":
+        import polars as pl
+
+        return pl.read_csv(path, infer_schema_length=0).to_dicts()  # all text: values match as text
+    raise BalanceError(f"balance target file {path}: use .csv, .json or .yaml")
+
+
+def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts proportional to `weights` summing to `total`; ties to the lower index."""
+    w = np.asarray(weights, dtype=np.float64)
+    if total <= 0 or w.sum() <= 0:
+        return np.zeros(len(w), dtype=np.int64)
+    exact = w / w.sum() * total
+    base = np.floor(exact + 1e-9).astype(np.int64)
+    rest = int(total - base.sum())
+    if rest > 0:
+        order = np.lexsort((np.arange(len(w)), -(exact - base)))
+        base[order[:rest]] += 1
+    return base
+
+
+def plan_quotas(
+    modes: list[Mode],
+    candidates: np.ndarray,
+    budget: int,
+    keys: list[str],
+    target: Any = None,
+) -> QuotaPlan:
+    """Quotas for `budget` picks over the candidate rows' modes (see module doc)."""
+    cand = np.asarray(candidates, bool)
+    present = sorted({modes[i] for i in np.flatnonzero(cand)})
+    shares, unit = read_target(target, keys)
+    messages: list[str] = []
+    if not shares:
+        shares = {m: 1.0 for m in present}
+    all_modes = sorted(set(shares) | set(present))
+    index = {m: g for g, m in enumerate(all_modes)}
+    groups = np.array([index[m] for m in modes], dtype=np.int64)
+    avail = np.bincount(groups[cand], minlength=len(all_modes)).astype(np.int64)
+    weight = np.array([shares.get(m, 0.0) for m in all_modes])
+    if unit == "fraction":
+        if abs(weight.sum() - 1.0) > 1e-6 and target is not None:
+            raise BalanceError(f"balance fractions sum to {weight.sum():.4g}; make them sum to 1 or give counts")
+        want = largest_remainder(weight, budget)
+    else:
+        want = weight.astype(np.int64)
+        if int(want.sum()) != budget:
+            raise BalanceError(f"balance counts sum to {int(want.sum())} but the budget is {budget}; "
+                               "make them match (or drop --budget to use their sum)")
+    outside = [m for m in present if m not in shares]
+    if outside:
+        n_out = int(sum(avail[index[m]] for m in outside))
+        names = ", ".join(mode_name(keys, m) for m in outside[:5])
+        messages.append(f"balance: {n_out} candidates in modes not in the target ({names}) are not selected")
+    quota = np.minimum(want, avail)
+    short = [g for g in range(len(all_modes)) if want[g] > avail[g]]
+    if short:
+        for g in short:
+            messages.append(
+                f"balance: {mode_name(keys, all_modes[g])} wanted {int(want[g])}, only {int(avail[g])} "
+                f"available; {int(want[g] - avail[g])} given to other modes"
+            )
+        deficit = int(want.sum() - quota.sum())
+        while deficit > 0:
+            spare = (avail - quota) * (weight > 0)
+            if spare.sum() == 0:
+                break
+            extra = np.minimum(largest_remainder(weight * (spare > 0), deficit), spare)
+            if extra.sum() == 0:  # rounding gave everything to full modes: one at a time
+                extra = np.zeros_like(quota)
+                extra[int(np.argmax(spare > 0))] = 1
+            quota += extra
+            deficit -= int(extra.sum())
+        gained = quota - np.minimum(want, avail)
+        if gained.any():
+            messages.append("balance: redistributed " + ", ".join(
+                f"{mode_name(keys, all_modes[g])} +{int(gained[g])}" for g in np.flatnonzero(gained)))
+        if deficit > 0:
+            messages.append(f"balance: only {int(quota.sum())} candidates in the target modes; "
+                            f"{deficit} of the budget cannot be filled")
+    groups = np.where(weight[groups] > 0, groups, -1)
+    return QuotaPlan(list(keys), all_modes, groups, quota.astype(np.int64), avail, messages)
