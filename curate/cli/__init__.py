@@ -14,7 +14,9 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` when imported.
+from curate.cli import dedup_cmds  # noqa: E402,F401,I001
 from curate.cli import embed_cmds  # noqa: E402,F401
+from curate.cli import select_cmds  # noqa: E402,F401
 
 
 def main() -> None:

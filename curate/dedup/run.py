@@ -285,11 +285,14 @@ def run_dedup(
     write_tags: bool = True,
     **options: object,
 ) -> DedupResult:
-    """Load, find groups, write outputs and payload. `encoder=None`: exact duplicates only."""
-    if encoder is not None:
+    """Load, find groups, write outputs and payload. `threshold=None` means exact duplicates only
+    (no vectors read); otherwise `encoder` may be None when the collection holds one encoder."""
+    if options.get("threshold", DEFAULT_THRESHOLD) is not None:
         encoder = store.require_encoder(collection, encoder)
-    elif not store.has_collection(collection):
-        store.require_encoder(collection, None)  # raises the standard "collection not found" error
+    else:
+        encoder = None
+        if not store.has_collection(collection):
+            store.require_encoder(collection, None)  # raises the standard "collection not found" error
     pool = load_pool(store, collection, encoder, where)
     result = find_groups(pool, **options)  # type: ignore[arg-type]
     if out_dir is not None:

@@ -1,0 +1,249 @@
+"""Commands: dedup, slice, leaks. Parse options, call curate.dedup / curate.slices /
+curate.leaks, render with rich; expected errors become one line on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from curate.cli import app
+from curate.cli.common import (
+    CollectionOpt,
+    DeviceOpt,
+    EncoderOpt,
+    QuietOpt,
+    StoreOpt,
+    UrlOpt,
+    console,
+    err_console,
+    fail,
+    settings,
+    store_from,
+)
+from curate.store import StoreError, parse_where
+
+WhereOpt = typer.Option(None, "--where", "-w", help="Payload condition(s), e.g. 'width >= 256'; repeat to AND.")
+OutOpt = typer.Option(None, "--out", "-o", help="Output folder [default: ./curate-out/COLLECTION].")
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from curate.encoders import EncoderError
+
+    return (StoreError, ValueError, EncoderError)
+
+
+def _out_dir(out: str | None, s) -> Path:  # noqa: ANN001 - config.Settings
+    return Path(out) if out else Path(s.out) / s.collection
+
+
+def _check_threshold(flag: str, value: float | None) -> None:
+    if value is not None and not (-1.0 <= value <= 1.0):
+        fail(f"{flag} {value} is outside [-1, 1]; cosine similarity lives there")
+
+
+def _where(where: list[str] | None):  # noqa: ANN202
+    try:
+        return parse_where(where)
+    except ValueError as e:
+        fail(str(e))
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command()
+def dedup(
+    threshold: float = typer.Option(None, "--threshold", "-t", help="Near-duplicate cut on cosine similarity "
+                                    "[default 0.95]; see --suggest."),
+    keep: str = typer.Option("largest", "--keep", help="Which member of a group to keep: largest (most pixels, "
+                             "then bytes), first (first relative path), central (most similar to the rest)."),
+    exact_only: bool = typer.Option(False, "--exact-only", help="Only byte-identical files (sha256); no vectors."),
+    mode: str = typer.Option("auto", "--mode", help="exact (all pairs), clustered (k-means, pairs within "
+                             "clusters; for very large pools) or auto (exact up to 300k on CPU / 5M on GPU)."),
+    clusters: int = typer.Option(None, "--clusters", min=1, help="Clustered mode: k-means clusters "
+                                 "[default N/4000]."),
+    probes: int = typer.Option(2, "--probes", min=1, help="Clustered mode: clusters each image joins."),
+    suggest: bool = typer.Option(False, "--suggest", help="Print the nearest-neighbour similarity histogram "
+                                 "and pairs near the cut, to choose --threshold; writes nothing."),
+    sample: int = typer.Option(20_000, "--sample", min=2, help="--suggest: images sampled for the histogram."),
+    tags: bool = typer.Option(True, "--tags/--no-tags", help="Write dup_group / is_duplicate to the payload."),
+    where: list[str] = WhereOpt,
+    out: str = OutOpt,
+    collection: str = CollectionOpt,
+    encoder: str = EncoderOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Find exact and near-duplicate images; write groups, keep/remove manifests and payload tags.
+    Never deletes or moves a file.
+
+    Example: curate dedup --threshold 0.96 --keep largest --out dedup-out/
+    """
+    from curate.dedup import DEFAULT_THRESHOLD, run_dedup, suggest_threshold
+
+    thr = DEFAULT_THRESHOLD if threshold is None else threshold
+    _check_threshold("--threshold", thr)
+    conds = _where(where)
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
+    try:
+        with store_from(s) as st:
+            if suggest:
+                ns, pool = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample, device=s.device)
+                _print_suggestion(ns, pool, thr)
+                return
+            res = run_dedup(
+                st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags,
+                threshold=None if exact_only else thr, keep=keep, mode=mode, n_clusters=clusters, probes=probes,
+                device=s.device,
+            )
+    except _errors() as e:
+        fail(str(e))
+    if not quiet and res.n_groups:
+        t = Table(title="largest duplicate groups")
+        for c in ("size", "kept", "duplicates (similarity)"):
+            t.add_column(c, overflow="fold")
+        for g in res.table.partition_by("group", maintain_order=True)[:10]:
+            kept = g.filter(g["kept"])["path"][0]
+            dups = [f"{p} ({'-' if v is None else f'{v:.3f}'})" for p, v in
+                    g.filter(~g["kept"]).select("path", "similarity").iter_rows()][:3]
+            more = f" +{len(g) - 4} more" if len(g) > 4 else ""
+            t.add_row(str(len(g)), kept, "\n".join(dups) + more)
+        console.print(t)
+    console.print(res.summary(), highlight=False)
+    if res.files:
+        console.print("wrote " + ", ".join(res.files), highlight=False)
+
+
+def _print_suggestion(ns, pool, thr: float) -> None:  # noqa: ANN001
+    counts, edges = ns.histogram()
+    width = 40
+    top = max(int(counts.max()), 1)
+    console.print(f"nearest-neighbour cosine of {len(ns.sims)} sampled images (of {ns.n_total}):", highlight=False)
+    for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
+        mark = " <- --threshold" if lo <= thr < hi or (hi == 1.0 and thr == 1.0) else ""
+        bar = "#" * int(round(width * c / top))
+        console.print(f"  [{lo:5.2f}, {hi:5.2f}) {c:7d} {bar}{mark}", highlight=False)
+    above = float((ns.sims >= thr).mean()) if len(ns.sims) else 0.0
+    console.print(f"{100 * above:.1f}% of sampled images have a neighbour at cosine >= {thr}", highlight=False)
+    near = ns.near_cut(thr)
+    if len(near):
+        t = Table(title=f"pairs near the cut ({thr}): look at them to place it")
+        for c in ("cosine", "image", "nearest neighbour"):
+            t.add_column(c, overflow="fold")
+        for k in near:
+            a = pool.paths[pool.node_of_row[ns.rows[k]]]
+            b = pool.paths[pool.node_of_row[ns.neighbours[k]]]
+            t.add_row(f"{ns.sims[k]:.4f}", a, b)
+        console.print(t)
+    else:
+        console.print(f"no sampled pair within 0.02 of {thr}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command("slice")
+def slice_cmd(
+    name: str = typer.Argument(..., help="Slice name: payload tag slice_NAME and manifest slice_NAME.csv."),
+    text: list[str] = typer.Option(None, "--text", help="Text query through the encoder's text tower; repeat "
+                                   "to average several phrasings."),
+    template: list[str] = typer.Option(None, "--template", help="Prompt template with '{}' (repeatable) "
+                                       "[default: 8 photo templates]."),
+    example: list[str] = typer.Option(None, "--example", "-e", help="Example image: id, stored path or an image "
+                                      "file; repeatable."),
+    example_mode: str = typer.Option("mean", "--example-mode", help="mean: rank by the examples' mean; each: the "
+                                     "top-k neighbours of every example."),
+    cluster: int = typer.Option(None, "--cluster", min=0, help="Slice = k-means cluster C (0 = largest)."),
+    clusters: int = typer.Option(20, "--clusters", min=1, help="k for --cluster."),
+    top_k: int = typer.Option(None, "--top-k", "-k", min=1, help="Keep the K best (per example with --example-mode "
+                              "each; split evenly over groups with --balanced-by)."),
+    threshold: float = typer.Option(None, "--threshold", "-t", help="Keep cosine >= T to the query."),
+    balanced_by: str = typer.Option(None, "--balanced-by", help="Payload key: equal counts per value."),
+    exclude_near: str = typer.Option(None, "--exclude-near", help="Drop images near this set: a slice or "
+                                     "selection name, 'where:EXPR', or a manifest file."),
+    exclude_threshold: float = typer.Option(0.95, "--exclude-threshold", help="Cosine counted as near for "
+                                            "--exclude-near."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the slice; write neither tags nor manifest."),
+    where: list[str] = WhereOpt,
+    out: str = OutOpt,
+    collection: str = CollectionOpt,
+    encoder: str = EncoderOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Build a named evaluation slice by text, example images, cluster or payload filter.
+
+    Example: curate slice night_rain --text "a street at night in the rain" --top-k 500 --balanced-by camera
+    """
+    from curate.slices import SliceRequest, build_slice, save_slice
+
+    _check_threshold("--threshold", threshold)
+    _check_threshold("--exclude-threshold", exclude_threshold)
+    req = SliceRequest(
+        name=name, texts=list(text or []), templates=list(template) if template else None,
+        examples=list(example or []), example_mode=example_mode, cluster=cluster, n_clusters=clusters,
+        where=_where(where), top_k=top_k, threshold=threshold, balanced_by=balanced_by,
+        exclude_near=exclude_near, exclude_threshold=exclude_threshold,
+    )
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
+    try:
+        with store_from(s) as st:
+            sl = build_slice(st, s.collection, encoder, req, device=s.device)
+            if not dry_run:
+                save_slice(st, s.collection, sl, _out_dir(out, s))
+    except _errors() as e:
+        fail(str(e))
+    if not quiet:
+        t = Table(title=f"slice {name}: top {min(10, len(sl.ids))}")
+        for c in ("rank", "score", "path"):
+            t.add_column(c, overflow="fold")
+        for r, sc, p in sl.table.head(10).select("rank", "score", "path").iter_rows():
+            t.add_row(str(r), "-" if sc != sc else f"{sc:.4f}", p)
+        console.print(t)
+    if sl.shortfall:
+        err_console.print(f"[yellow]balance:[/] {sl.shortfall}", highlight=False)
+    console.print(sl.summary(), highlight=False)
+    if sl.files:
+        console.print(f"tagged slice_{name} on {len(sl.ids)} points; wrote {', '.join(sl.files)}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command()
+def leaks(
+    a: str = typer.Argument(..., help="First set (e.g. the training selection): slice or selection name, "
+                            "'where:EXPR' or a manifest file."),
+    b: str = typer.Argument(..., help="Second set (e.g. the eval slice), same forms."),
+    threshold: float = typer.Option(0.95, "--threshold", "-t", help="Cosine counted as a near copy."),
+    out: str = OutOpt,
+    collection: str = CollectionOpt,
+    encoder: str = EncoderOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Near-duplicate (and byte-identical) pairs across two sets, with counts and a manifest.
+
+    Example: curate leaks train_round1 night_rain --threshold 0.95
+    """
+    from curate.leaks import find_leaks, write_leaks
+
+    _check_threshold("--threshold", threshold)
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
+    try:
+        with store_from(s) as st:
+            rep = find_leaks(st, s.collection, encoder, a, b, threshold=threshold, device=s.device)
+    except _errors() as e:
+        fail(str(e))
+    files = write_leaks(rep, _out_dir(out, s))
+    if not quiet and rep.n_pairs:
+        t = Table(title=f"closest pairs (of {rep.n_pairs})")
+        for c in ("cosine", "A", "B"):
+            t.add_column(c, overflow="fold")
+        for sim, pa, pb, ex in rep.pairs.head(10).select("similarity", "a_path", "b_path", "exact").iter_rows():
+            t.add_row(f"{sim:.4f}" + (" (same bytes)" if ex else ""), pa, pb)
+        console.print(t)
+    console.print(rep.summary(), highlight=False)
+    console.print(f"wrote {files[0]}", highlight=False)
