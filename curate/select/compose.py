@@ -1,0 +1,239 @@
+"""Compose strategies into one selection, on arrays (the store-facing side is run.py).
+
+Order, as in Lightly's selection: thresholds first (they shrink the candidates), then balance
+quotas are planned on what is left, then one greedy procedure picks under those quotas:
+
+  diversity   argmax over candidates of  dist_to_centers^s_d * prod_j input_j^s_j  (k-center)
+  typicality  TypiClust cluster coverage; within a cluster argmax typicality * prod_j input_j^s_j
+  (neither)   rank by prod_j input_j^s_j
+
+Multiplying objectives makes their scales irrelevant (argmax of c * f is argmax of f), so inputs
+need no normalization, only to be >= 0: similarity enters as (1 + cos) / 2.
+
+`--strategy auto` (the default) resolves by budget; see `resolve_auto`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from curate.select.balance import QuotaPlan, check_keys, modes_of, plan_quotas
+from curate.select.config import AUTO_TYPICALITY_MAX, SelectionConfig, Step
+from curate.select.density import knn_density
+from curate.select.kcenter import kcenter_select
+from curate.select.similarity import max_similarity
+from curate.select.typicality import Clustering, cluster_pool, n_clusters_for, typiclust_select
+
+
+def resolve_auto(n_centers: int, budget: int) -> str:
+    """'typicality' at tiny budgets, 'density-kcenter' otherwise (the documented rule)."""
+    return "typicality" if n_centers + budget <= AUTO_TYPICALITY_MAX else "density-kcenter"
+
+
+@dataclass
+class Pool:
+    """What a selection needs, row-aligned: candidates and existing centers only."""
+
+    X: np.ndarray  # (N, d) float32, L2-normalized rows
+    candidate: np.ndarray  # bool: may be picked
+    center: np.ndarray  # bool: labeled or picked in an earlier round (never picked again)
+    payloads: list[dict[str, Any]]
+    uncertainty: np.ndarray | None = None  # per row, NaN = no prediction
+    query: np.ndarray | None = None  # (q, d) query vectors for the similarity input
+
+
+@dataclass
+class Selection:
+    indices: np.ndarray  # pool rows in pick order
+    columns: dict[str, np.ndarray]  # per-pick scores that led to the pick
+    strategy: str  # the resolved strategy, e.g. "auto->typicality"
+    messages: list[str] = field(default_factory=list)
+
+
+class _Inputs:
+    """Lazily computed per-row inputs, shared by thresholds, weights and the manifest."""
+
+    def __init__(self, pool: Pool, cfg: SelectionConfig, budget: int, device: torch.device) -> None:
+        self.pool, self.cfg, self.budget, self.device = pool, cfg, budget, device
+        self.values: dict[str, np.ndarray] = {}
+        self._clusters: Clustering | None = None
+
+    def clusters(self) -> Clustering:
+        if self._clusters is None:
+            k = n_clusters_for(len(self.pool.X), int(self.pool.center.sum()), self.budget, self.cfg.max_clusters)
+            self._clusters = cluster_pool(self.pool.X, k, k=self.cfg.knn, seed=self.cfg.seed, device=self.device)
+        return self._clusters
+
+    def get(self, name: str) -> np.ndarray:
+        if name in self.values:
+            return self.values[name]
+        p = self.pool
+        if name == "density":
+            v = knn_density(p.X, self.cfg.knn, seed=self.cfg.seed, device=self.device)
+        elif name == "typicality":
+            v = self.clusters().typicality
+        elif name == "uncertainty":
+            if p.uncertainty is None:
+                raise ValueError("the uncertainty input needs a predictions file")
+            v = p.uncertainty
+        elif name == "similarity":
+            if p.query is None:
+                raise ValueError("the similarity input needs query images or text")
+            v = max_similarity(p.X, p.query, device=self.device)
+        elif name == "random":
+            v = 1.0 - np.random.default_rng(self.cfg.seed).random(len(p.X))  # in (0, 1]
+        elif name.startswith("field:"):
+            key = name[6:]
+            v = np.array([_number(pl.get(key)) for pl in p.payloads], dtype=np.float64)
+            if np.isnan(v).all():
+                raise ValueError(f"input {name}: no point has a numeric {key!r} field")
+        else:
+            raise ValueError(f"unknown input {name!r}")
+        self.values[name] = np.asarray(v, dtype=np.float64)
+        return self.values[name]
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or v is None:
+        return float("nan") if v is None else float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _weight_value(name: str, v: np.ndarray) -> np.ndarray:
+    if name == "similarity":
+        return (1.0 + v) / 2.0
+    if np.nanmin(v) < 0:
+        raise ValueError(f"input {name} has negative values; weights need values >= 0 (use a threshold instead)")
+    return v
+
+
+def select(
+    pool: Pool,
+    cfg: SelectionConfig,
+    budget: int,
+    *,
+    device: torch.device,
+    log: Callable[[str], None] | None = None,
+) -> Selection:
+    """Run the composed selection. Never returns fewer than `budget` picks without a message."""
+    say = log or (lambda _m: None)
+    steps = list(cfg.steps)
+    label = cfg.strategy
+    auto = next((s for s in steps if s.type == "auto"), None)
+    if auto is not None:
+        choice = resolve_auto(int(pool.center.sum()), budget)
+        label = label.replace("auto", f"auto->{choice}", 1)
+        steps.remove(auto)
+        if choice == "typicality":
+            if auto.min_distance is not None:
+                say("note: --min-distance is ignored because auto chose typicality for this budget")
+            steps.insert(0, Step("typicality"))
+        else:
+            steps[:0] = [Step("diversity", min_distance=auto.min_distance), Step("weights", "density")]
+    inputs = _Inputs(pool, cfg, budget, device)
+    messages: list[str] = []
+    cand = pool.candidate.copy()
+
+    # 1. thresholds, and rows a weight input cannot score (no prediction, missing field)
+    used = [s.input for s in steps if s.type in ("weights", "threshold") and s.input]
+    for name in dict.fromkeys(used):
+        v = inputs.get(name)
+        missing = cand & np.isnan(v)
+        if missing.any():
+            what = "have no prediction" if name == "uncertainty" else f"have no value for {name}"
+            messages.append(f"{int(missing.sum())} candidates {what} and are not selected")
+            cand &= ~missing
+    for s in steps:
+        if s.type != "threshold":
+            continue
+        v = inputs.get(s.input or "")
+        keep = np.ones(len(v), dtype=bool)
+        if s.min is not None:
+            keep &= v >= s.min
+        if s.max is not None:
+            keep &= v <= s.max
+        dropped = int((cand & ~keep).sum())
+        cand &= keep
+        parts = ([f">= {s.min}"] if s.min is not None else []) + ([f"<= {s.max}"] if s.max is not None else [])
+        bounds = " and ".join(parts)
+        say(f"threshold {s.input} {bounds}: {dropped} candidates removed, {int(cand.sum())} left")
+
+    # 2. weights: product of input^strength
+    weight: np.ndarray | None = None
+    for s in steps:
+        if s.type == "weights" and s.input:
+            w = _weight_value(s.input, np.nan_to_num(inputs.get(s.input), nan=0.0)) ** s.strength
+            weight = w if weight is None else weight * w
+
+    # 3. balance quotas on the remaining candidates
+    plan: QuotaPlan | None = None
+    bal = next((s for s in steps if s.type == "balance"), None)
+    if bal is not None:
+        check_keys(pool.payloads, bal.keys)
+        plan = plan_quotas(modes_of(pool.payloads, bal.keys), cand, budget, bal.keys, bal.target)
+        messages.extend(plan.messages)
+    groups = plan.groups if plan is not None else None
+    quotas = plan.quotas if plan is not None else None
+
+    # 4. the greedy procedure
+    columns: dict[str, np.ndarray] = {}
+    proc = next((s for s in steps if s.type in ("diversity", "typicality")), None)
+    if proc is not None and proc.type == "diversity":
+        kw = None if weight is None else weight ** (1.0 / proc.strength)
+        centers = np.flatnonzero(pool.center)
+        res = kcenter_select(pool.X, budget, centers, weights=kw, candidates=cand, groups=groups, quotas=quotas,
+                             min_distance=proc.min_distance, device=device)
+        idx = res.indices
+        columns["distance"] = res.distances
+        if res.stopped == "min_distance":
+            messages.append(f"stopped at {len(idx)} picks: every remaining candidate is within "
+                            f"min_distance {proc.min_distance} of a labeled or picked image")
+    elif proc is not None:
+        cl = inputs.clusters()
+        score = cl.typicality.astype(np.float64) * (1.0 if weight is None else weight)
+        idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
+                                                groups=groups, quotas=quotas)
+        columns["cluster"] = picked_clusters
+        inputs.values.setdefault("typicality", cl.typicality.astype(np.float64))
+    else:
+        assert weight is not None  # validated: weights exist when there is no procedure
+        idx = _rank(weight, cand, budget, groups, quotas)
+    if len(idx) < budget and not any(m.startswith("stopped at") for m in messages):
+        messages.append(f"selected {len(idx)} of the budget {budget}: no further candidate passes the "
+                        "filters, thresholds and quotas")
+
+    for name, v in inputs.values.items():
+        columns[name.replace("field:", "")] = v[idx]
+    if weight is not None:
+        columns["weight"] = weight[idx]
+    if plan is not None:
+        columns["group"] = np.array([plan.name(int(g)) for g in plan.groups[idx]], dtype=object)
+    return Selection(np.asarray(idx, dtype=np.int64), columns, label, messages)
+
+
+def _rank(
+    weight: np.ndarray, cand: np.ndarray, budget: int, groups: np.ndarray | None, quotas: np.ndarray | None
+) -> np.ndarray:
+    """Highest weight first (ties: lower row), skipping rows whose quota group is full."""
+    rows = np.flatnonzero(cand)
+    order = rows[np.lexsort((rows, -weight[rows]))]
+    if groups is None or quotas is None:
+        return order[:budget]
+    count = np.zeros(len(quotas), dtype=np.int64)
+    out: list[int] = []
+    for r in order:
+        g = groups[r]
+        if g >= 0 and count[g] < quotas[g]:
+            out.append(int(r))
+            count[g] += 1
+            if len(out) == budget:
+                break
+    return np.asarray(out, dtype=np.int64)

@@ -1,0 +1,353 @@
+"""The store-facing side of selection: read the pool, run `compose.select`, write the results.
+
+A round:
+  1. read payload fields and one encoder's vectors from the store (sorted by id: deterministic);
+  2. candidates = points with a vector, matching `where`, not failed, not duplicates (unless
+     asked), not labeled and not picked in an earlier round; labeled and earlier-picked points
+     are the existing centers (whatever `where` says: they are in the training set either way);
+  3. select; 4. write the manifest (CSV and/or Parquet, atomically); 5. tag the picks in the store
+     (`selected_round`, `selection_name`); 6. optionally export symlinks/copies for a labeling tool.
+The manifest is written before the store is tagged, so a crash never leaves tagged points
+without a manifest naming them.
+
+`mark_labeled` sets `labeled: true` from a manifest of ids or paths; later rounds exclude those
+images and use them as centers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from curate.device import pick_device
+from curate.select.compose import Pool, Selection, select
+from curate.select.config import SelectionConfig
+from curate.select.similarity import resolve_query_ids, text_queries
+from curate.select.tensors import unit_rows
+from curate.select.uncertainty import load_predictions, match_predictions
+from curate.store import Store, parse_where
+
+LABELED = "labeled"
+SELECTED_ROUND = "selected_round"
+SELECTION_NAME = "selection_name"
+BASE_FIELDS = ["path", "relpath", "failed", "is_duplicate", LABELED, SELECTED_ROUND, SELECTION_NAME]
+
+
+class SelectError(ValueError):
+    """An expected problem with a one-line message for the user."""
+
+
+@dataclass
+class RunResult:
+    round: int
+    name: str
+    strategy: str
+    budget: int
+    n_candidates: int
+    n_centers: int
+    ids: list[str]  # picked ids in rank order
+    paths: list[str | None]  # their image paths
+    manifests: list[Path]
+    selection: Selection
+    exported: int = 0
+    dry_run: bool = False
+    messages: list[str] = field(default_factory=list)
+
+
+def _needed_fields(cfg: SelectionConfig) -> list[str]:
+    extra = [s.input[6:] for s in cfg.steps if s.input and s.input.startswith("field:")]
+    bal = cfg.balance
+    return list(dict.fromkeys(BASE_FIELDS + extra + (bal.keys if bal else [])))
+
+
+def _budget(cfg: SelectionConfig, n_cand: int) -> int:
+    if cfg.budget is not None:
+        return int(cfg.budget)
+    if cfg.fraction is not None:
+        return max(1, math.floor(cfg.fraction * n_cand + 0.5))
+    bal = cfg.balance
+    if bal is not None and bal.target is not None:
+        from curate.select.balance import read_target
+
+        shares, unit = read_target(bal.target, bal.keys)
+        if unit == "count":
+            return int(sum(shares.values()))
+    raise SelectError("give --budget N or --fraction F (or a balance target in counts)")
+
+
+def _is_true(v: Any) -> bool:
+    return v is True or (isinstance(v, int) and v == 1)
+
+
+def run_selection(
+    store: Store,
+    collection: str,
+    cfg: SelectionConfig,
+    *,
+    encoder: str | None = None,
+    device: str | torch.device | None = None,
+    out_dir: str | os.PathLike = "curate-out",
+    out: str | os.PathLike | None = None,
+    export_dir: str | os.PathLike | None = None,
+    export_mode: str = "symlink",
+    dry_run: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """One selection round against a store collection (see module doc)."""
+    say = log or (lambda _m: None)
+    cfg.validate()
+    if export_mode not in ("symlink", "copy"):
+        raise SelectError(f"--export-mode must be symlink or copy, not {export_mode!r}")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    enc = store.require_encoder(collection, encoder)
+    payloads = store.payloads(collection, fields=_needed_fields(cfg))
+    if not payloads:
+        raise SelectError(f"collection {collection!r} is empty; run 'curate embed' first")
+    allowed: set[str] | None = None
+    if cfg.where:
+        allowed = set(store.payloads(collection, parse_where(cfg.where), fields=[]))
+    ids, X = store.load_vectors(collection, enc)
+    if not ids:
+        raise SelectError(f"collection {collection!r} has no vectors for encoder {enc!r}; run 'curate embed' first")
+
+    n = len(ids)
+    center = np.zeros(n, bool)
+    cand = np.zeros(n, bool)
+    n_dup = n_where = n_failed = 0
+    for i, pid in enumerate(ids):
+        p = payloads.get(pid, {})
+        if _is_true(p.get("failed")):
+            n_failed += 1
+            continue
+        if _is_true(p.get(LABELED)) or p.get(SELECTED_ROUND) is not None:
+            center[i] = True
+        elif not cfg.include_duplicates and _is_true(p.get("is_duplicate")):
+            n_dup += 1
+        elif allowed is not None and pid not in allowed:
+            n_where += 1
+        else:
+            cand[i] = True
+    n_cand, n_cent = int(cand.sum()), int(center.sum())
+    parts = [f"{k} {what}" for k, what in ((n_cent, "labeled or picked"), (n_dup, "duplicates"),
+                                            (n_where, "outside --where"), (n_failed, "failed")) if k]
+    why = f"{n} with vectors" + (": " + ", ".join(parts) if parts else "")
+    if n_cand == 0:
+        raise SelectError(f"no selectable images in {collection!r} ({why})")
+    budget = _budget(cfg, n_cand)
+    if budget > n_cand:
+        raise SelectError(f"budget {budget} is larger than the {n_cand} selectable images ({why})")
+    say(f"pool: {n_cand} candidates, {n_cent} existing centers ({why})")
+
+    bal = cfg.balance
+    if bal is not None:
+        _check_balance_keys(store, collection, bal.keys, payloads)
+
+    keep = np.flatnonzero(cand | center)
+    pool_ids = [ids[i] for i in keep]
+    pool_payloads = [payloads.get(pid, {}) for pid in pool_ids]
+    uncertainty = None
+    if cfg.predictions and any(s.input == "uncertainty" for s in cfg.steps):
+        pred = load_predictions(cfg.predictions, cfg.uncertainty)
+        all_ids = list(payloads)
+        rows = match_predictions(pred, all_ids,
+                                 [payloads[i].get("path") for i in all_ids],
+                                 [payloads[i].get("relpath") for i in all_ids])
+        where_in_pool = {pid: r for r, pid in enumerate(pool_ids)}
+        uncertainty = np.full(len(pool_ids), np.nan)
+        for score, row in zip(pred.scores, rows, strict=True):
+            r = where_in_pool.get(all_ids[row])
+            if r is not None:
+                uncertainty[r] = score
+    query = None
+    if cfg.similar_to or cfg.text:
+        parts = []
+        if cfg.similar_to:
+            qids = resolve_query_ids(cfg.similar_to, ids, payloads)
+            parts.append(store.get_vectors(collection, enc, qids))
+        if cfg.text:
+            parts.append(text_queries(store.encoders(collection)[enc], cfg.text, dev))
+        query = unit_rows(np.concatenate(parts))
+
+    pool = Pool(unit_rows(X[keep]), cand[keep], center[keep], pool_payloads, uncertainty, query)
+    del X
+    sel = select(pool, cfg, budget, device=dev, log=say)
+    picked = [pool_ids[i] for i in sel.indices]
+
+    used = [p.get(SELECTED_ROUND) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
+    rnd = int(max(used)) + 1 if used else 1
+    name = cfg.name or f"round-{rnd}"
+    taken = {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
+    if cfg.name and cfg.name in taken:
+        raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
+
+    rows = _manifest_rows(picked, sel, payloads, rnd, name)
+    manifests = write_manifest(rows, _manifest_paths(out, out_dir, name))
+    exported = 0
+    if not dry_run:
+        if picked:
+            store.set_payload(collection, picked, {SELECTED_ROUND: rnd, SELECTION_NAME: name})
+            store.flush()
+        if export_dir is not None:
+            exported, missing = export_files(rows, Path(export_dir), export_mode)
+            if missing:
+                sel.messages.append(f"export: {missing} source files not found (moved or deleted?)")
+    return RunResult(rnd, name, sel.strategy, budget, n_cand, n_cent, picked, rows["path"], manifests, sel,
+                     exported, dry_run, list(sel.messages))
+
+
+def _check_balance_keys(store: Store, collection: str, keys: list[str], payloads: dict[str, dict[str, Any]]) -> None:
+    """Unknown key -> one line naming the keys that do exist (read from a sample of full payloads,
+    since the main read fetched only the fields selection needs)."""
+    missing = [k for k in keys if not any(k in p for p in payloads.values())]
+    if not missing:
+        return
+    seen: set[str] = set()
+    for batch in store.scan_payload(collection, batch=1000):
+        for _, p in batch:
+            seen.update(p)
+        break
+    known = ", ".join(sorted(seen - {"failed", "error"})) or "none"
+    raise SelectError(f"unknown metadata key {missing[0]!r} for --balance-by; keys in the pool: {known}")
+
+
+def _manifest_rows(
+    picked: list[str], sel: Selection, payloads: dict[str, dict[str, Any]], rnd: int, name: str
+) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {
+        "rank": list(range(1, len(picked) + 1)),
+        "id": picked,
+        "path": [payloads.get(i, {}).get("path") for i in picked],
+        "strategy": [sel.strategy] * len(picked),
+        "round": [rnd] * len(picked),
+        "selection_name": [name] * len(picked),
+    }
+    for key, values in sel.columns.items():
+        arr = np.asarray(values)
+        if arr.dtype.kind == "f":
+            cols[key] = [None if not math.isfinite(v) else float(v) for v in arr.tolist()]
+        elif arr.dtype.kind in "iu":
+            cols[key] = [int(v) for v in arr.tolist()]
+        else:
+            cols[key] = [str(v) for v in arr.tolist()]
+    return cols
+
+
+def _manifest_paths(out: str | os.PathLike | None, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    if out is not None:
+        p = Path(out)
+        if p.suffix.lower() in (".csv", ".parquet"):
+            return [p]
+        return [p / f"{name}.csv", p / f"{name}.parquet"]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return [Path(out_dir) / f"{safe}.csv", Path(out_dir) / f"{safe}.parquet"]
+
+
+def write_manifest(cols: dict[str, list[Any]], paths: list[Path]) -> list[Path]:
+    """Write each file to a temporary name, then rename: a reader never sees half a manifest."""
+    import polars as pl
+
+    df = pl.DataFrame(cols, strict=False)
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        if p.suffix.lower() == ".parquet":
+            df.write_parquet(tmp)
+        else:
+            df.write_csv(tmp)
+        os.replace(tmp, p)
+    return paths
+
+
+def export_files(cols: dict[str, list[Any]], dest: Path, mode: str = "symlink") -> tuple[int, int]:
+    """Symlink (default, no copies of the pool) or copy the picks as `<rank>_<name>`; returns
+    (exported, missing sources)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    done = missing = 0
+    width = max(5, len(str(len(cols["rank"]))))
+    for rank, src in zip(cols["rank"], cols["path"], strict=True):
+        if not src or not Path(src).is_file():
+            missing += 1
+            continue
+        target = dest / f"{rank:0{width}d}_{Path(src).name}"
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if mode == "copy":
+            shutil.copy2(src, target)
+        else:
+            target.symlink_to(Path(src).resolve())
+        done += 1
+    return done, missing
+
+
+# ---- curate labeled -----------------------------------------------------------------------------
+def read_reference_list(file: str | os.PathLike) -> tuple[str, list[str]]:
+    """('id' | 'path' | 'any', values) from a CSV/Parquet manifest (id or path column) or a text
+    file with one id or path per line."""
+    import polars as pl
+
+    p = Path(file)
+    if not p.is_file():
+        raise SelectError(f"{p} not found")
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".parquet", ".tsv"):
+        try:
+            df = pl.read_parquet(p) if suffix == ".parquet" else pl.read_csv(
+                p, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=0)
+        except Exception as e:  # malformed file
+            raise SelectError(f"cannot read {p}: {e}") from e
+        col = "id" if "id" in df.columns else "path" if "path" in df.columns else None
+        if col is None:
+            if len(df.columns) != 1:
+                raise SelectError(f"{p}: needs an 'id' or 'path' column")
+            col = df.columns[0]
+        values = [str(v) for v in df[col].drop_nulls().to_list()]
+        return (col if col in ("id", "path") else "any"), values
+    lines = [ln.strip() for ln in p.read_text().splitlines()]
+    return "any", [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def resolve_references(kind: str, values: list[str], payloads: dict[str, dict[str, Any]], source: str) -> list[str]:
+    """Point ids for ids/paths; any unknown entry is an error (nothing is written)."""
+    by_path: dict[str, str] = {}
+    for pid, p in payloads.items():
+        if p.get("relpath"):
+            by_path.setdefault(str(p["relpath"]), pid)
+        if p.get("path"):
+            by_path[str(p["path"])] = pid
+    out: list[str] = []
+    unknown: list[str] = []
+    for v in values:
+        if kind in ("id", "any") and v in payloads:
+            out.append(v)
+        elif kind in ("path", "any") and (v in by_path or os.path.abspath(v) in by_path):
+            out.append(by_path.get(v) or by_path[os.path.abspath(v)])
+        else:
+            unknown.append(v)
+    if unknown:
+        raise SelectError(f"{source}: {len(unknown)} entr{'y' if len(unknown) == 1 else 'ies'} not in the "
+                          f"collection (e.g. {unknown[0]!r}); nothing was marked")
+    return list(dict.fromkeys(out))
+
+
+def mark_labeled(store: Store, collection: str, file: str | os.PathLike, *, unset: bool = False) -> tuple[int, int]:
+    """Mark (or unmark) the images listed in `file` as labeled. Returns (changed, already so)."""
+    if not store.has_collection(collection):
+        raise SelectError(f"collection {collection!r} not found in {store.location}")
+    payloads = store.payloads(collection, fields=["path", "relpath", LABELED])
+    kind, values = read_reference_list(file)
+    if not values:
+        raise SelectError(f"{file}: no ids or paths in it")
+    ids = resolve_references(kind, values, payloads, str(file))
+    change = [i for i in ids if _is_true(payloads[i].get(LABELED)) == unset]
+    if change:
+        store.set_payload(collection, change, {LABELED: not unset})
+        store.flush()
+    return len(change), len(ids) - len(change)
