@@ -1,6 +1,6 @@
 """Qdrant Edge: the embedded default store, in-process, under ./.curate/ by default.
 
-On disk:  ROOT/.lock                     held (flock) while a process uses the store
+On disk:  ROOT/.lock                     held (POSIX lockf: per process, not inherited by forked workers)
           ROOT/<collection>/meta.json     encoder specs (written atomically)
           ROOT/<collection>/points/       Edge shard: payload only, one point per image
           ROOT/<collection>/vectors/<enc>/ Edge shard: that encoder's named vector
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from curate.store.filters import Condition
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _WRITE_BATCH = 2_000
+_OPEN_IN_THIS_PROCESS: set[str] = set()
 
 
 def check_name(kind: str, name: str) -> str:
@@ -60,15 +62,32 @@ def edge_filter(where: list[Condition] | None) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
+def _is_bool_condition(c: Condition) -> bool:
+    """qdrant-edge-py 0.9 converts MatchValue(True) to the integer 1, so a bool payload never
+    matches natively; such conditions are applied in Python on the scanned payload instead."""
+    values = c.value if isinstance(c.value, list) else [c.value]
+    return any(isinstance(v, bool) for v in values)
+
+
+def split_conditions(where: list[Condition] | None) -> tuple[list[Condition], list[Condition]]:
+    native = [c for c in where or [] if not _is_bool_condition(c)]
+    local = [c for c in where or [] if _is_bool_condition(c)]
+    return native, local
+
+
 class EdgeStore(Store):
     def __init__(self, root: str | os.PathLike = ".curate") -> None:
         self.root = Path(root)
         self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
+        key = str(self.root.resolve())
+        if key in _OPEN_IN_THIS_PROCESS:  # lockf does not conflict within one process
+            raise StoreLockedError(f"the store {self.root} is already open in this process; close it first")
+        self._key = key
         self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the store's life
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EAGAIN/EACCES: another process holds it
             self._lock_file.seek(0)
             holder = self._lock_file.read().strip() or "another process"
             self._lock_file.close()
@@ -80,6 +99,7 @@ class EdgeStore(Store):
         self._lock_file.truncate()
         self._lock_file.write(f"curate process {os.getpid()}")
         self._lock_file.flush()
+        _OPEN_IN_THIS_PROCESS.add(key)
         self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
 
     # ---- shards ---------------------------------------------------------------------------
@@ -87,6 +107,16 @@ class EdgeStore(Store):
         return self.root / check_name("collection", collection)
 
     def _open(self, path: Path, config: qe.EdgeConfig | None) -> qe.EdgeShard:
+        for attempt in range(20):  # a process that just exited may hold the WAL lock for a moment
+            try:
+                return self._open_once(path, config)
+            except StoreLockedError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    def _open_once(self, path: Path, config: qe.EdgeConfig | None) -> qe.EdgeShard:
         try:
             if (path / "edge_config.json").exists():
                 return qe.EdgeShard.load(str(path))
@@ -188,7 +218,12 @@ class EdgeStore(Store):
         self, collection: str, keys: list[str], where: list[Condition] | None = None
     ) -> None:
         shard = self._points(collection)
-        shard.update(qe.UpdateOperation.delete_payload_by_filter(edge_filter(where) or qe.Filter(), keys))
+        native, local = split_conditions(where)
+        if not local:
+            shard.update(qe.UpdateOperation.delete_payload_by_filter(edge_filter(native) or qe.Filter(), keys))
+            return
+        for batch in list(self.scan_payload(collection, where, fields=[])):
+            shard.update(qe.UpdateOperation.delete_payload([pid for pid, _ in batch], keys))
 
     def flush(self) -> None:
         for shard in self._shards.values():
@@ -202,8 +237,9 @@ class EdgeStore(Store):
                 shard.close()
         self._shards.clear()
         if not self._lock_file.closed:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+            _OPEN_IN_THIS_PROCESS.discard(self._key)
 
     def build_index(self, collection: str, encoder: str) -> None:
         dim = int(self.encoders(collection)[encoder]["dim"])
@@ -222,7 +258,10 @@ class EdgeStore(Store):
 
     # ---- reads -----------------------------------------------------------------------------
     def count(self, collection: str, where: list[Condition] | None = None) -> int:
-        return int(self._points(collection).count(qe.CountRequest(exact=True, filter=edge_filter(where))))
+        native, local = split_conditions(where)
+        if local:
+            return sum(len(batch) for batch in self.scan_payload(collection, where, fields=[]))
+        return int(self._points(collection).count(qe.CountRequest(exact=True, filter=edge_filter(native))))
 
     def count_vectors(self, collection: str, encoder: str) -> int:
         return int(self._vectors(collection, encoder).count(qe.CountRequest(exact=True)))
@@ -249,16 +288,21 @@ class EdgeStore(Store):
         batch: int = 10_000,
     ) -> Iterator[list[tuple[str, Payload]]]:
         shard = self._points(collection)
-        with_payload: bool | list[str] = True if fields is None else (list(fields) if fields else False)
-        flt = edge_filter(where)
+        native, local = split_conditions(where)
+        wanted = None if fields is None else list(dict.fromkeys([*fields, *(c.key for c in local)]))
+        with_payload: bool | list[str] = True if wanted is None else (wanted or False)
+        flt = edge_filter(native)
         offset = None
         while True:
-            req = qe.ScrollRequest(
-                offset=offset, limit=batch, filter=flt, with_payload=with_payload, with_vector=False
-            )
+            req = qe.ScrollRequest(offset=offset, limit=batch, filter=flt, with_payload=with_payload, with_vector=False)
             records, offset = shard.scroll(req)
-            if records:
-                yield [(str(r.id), dict(r.payload or {})) for r in records]
+            out = [(str(r.id), dict(r.payload or {})) for r in records]
+            if local:
+                out = [(pid, p) for pid, p in out if all(c.matches(p) for c in local)]
+                if fields is not None:
+                    out = [(pid, {k: v for k, v in p.items() if k in fields}) for pid, p in out]
+            if out:
+                yield out
             if offset is None:
                 return
 

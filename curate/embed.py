@@ -1,0 +1,368 @@
+"""The embedding pipeline: sources -> decode (worker processes) -> encoder -> store.
+
+- Decoding runs in DataLoader worker processes, each image under a time limit, so one
+  pathological file cannot stall the run; every failure becomes a record, never an exception.
+- On CUDA, JPEG bytes can be decoded on the GPU (nvJPEG via torchvision) instead of by PIL.
+- Store writes run on a background thread, overlapped with the next batch's compute.
+- Resumable: an image whose vector for this encoder is already stored is skipped, and payload is
+  written before vectors, so a crash (even kill -9) at any point leaves a state the next run completes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from curate.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, read_bytes, sha256_hex, time_limit
+from curate.encoders import Encoder
+from curate.sources import Pool
+from curate.store import Condition, Store
+
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
+
+@dataclass
+class EmbedOptions:
+    batch_size: int = 256
+    workers: int | None = None  # None: one per core, at most 16
+    decode_timeout: float = 20.0  # seconds per image
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    gpu_decode: str = "auto"  # auto | on | off: torchvision/nvJPEG decode of JPEGs on the encoder's device
+    progress: bool = True
+
+
+@dataclass
+class EmbedReport:
+    collection: str
+    encoder: str
+    total: int = 0
+    embedded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of this run
+
+    @property
+    def rate(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.embedded} embedded, {self.skipped} skipped (already stored), {self.failed} failed "
+            f"of {self.total} images into {self.collection!r} with {self.encoder} "
+            f"in {self.seconds:.1f} s ({self.rate:.0f} images/s)"
+        )
+
+
+class DecodeDataset(Dataset):
+    """Item i -> dict with `index`, `info` (payload facts) and either `pixels` (preprocessed CHW),
+    `jpeg` (raw bytes for GPU decoding) or `error` (a one-line reason)."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        image_size: int,
+        timeout: float,
+        max_pixels: int,
+        jpeg_bytes: bool,
+    ) -> None:
+        self.paths = paths
+        self.preprocess = preprocess
+        self.draft = (image_size, image_size)
+        self.timeout = timeout
+        self.max_pixels = max_pixels
+        self.jpeg_bytes = jpeg_bytes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path = self.paths[i]
+        info: dict[str, Any] = {}
+        try:
+            with time_limit(self.timeout):
+                data = read_bytes(path)
+                info = {"sha256": sha256_hex(data), "bytes": len(data)}
+                if self.jpeg_bytes and data[:3] == b"\xff\xd8\xff":
+                    header = _jpeg_header(data, self.max_pixels)
+                    if header is not None:  # plain RGB/gray JPEG: the GPU decodes it
+                        info.update(header)
+                        jpeg = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                        return {"index": i, "info": info, "jpeg": jpeg}
+                img, facts = decode_image(data, draft=self.draft, max_pixels=self.max_pixels)
+                info.update(facts)
+                return {"index": i, "info": info, "pixels": self.preprocess(img)}
+        except DecodeError as e:
+            return {"index": i, "info": info, "error": e.reason}
+        except Exception as e:  # noqa: BLE001 - any other failure is recorded, never fatal
+            return {"index": i, "info": info, "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+
+
+def _jpeg_header(data: bytes, max_pixels: int) -> dict[str, Any] | None:
+    """Size and format from the JPEG header (no decode). None for JPEGs the GPU path should not
+    take: CMYK/YCCK, EXIF-rotated (PIL applies the rotation), or larger than max_pixels."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode not in ("RGB", "L") or im.width * im.height > max_pixels:
+            return None
+        if im.getexif().get(0x0112, 1) != 1:
+            return None
+        return {"width": im.width, "height": im.height, "format": "JPEG"}
+
+
+@dataclass
+class Batch:
+    """One decoded batch, collated inside the worker so it crosses the process boundary as a few
+    large tensors (one shared-memory segment each), not one per image."""
+
+    items: list[dict[str, Any]]  # index, info, error (tensors removed)
+    pixels: torch.Tensor | None  # stacked preprocessed images
+    pixel_rows: list[int]  # dataset indices of `pixels` rows
+    jpeg: torch.Tensor | None  # concatenated JPEG bytes for the GPU decode path
+    jpeg_offsets: list[int]  # len(jpeg_rows) + 1 boundaries into `jpeg`
+    jpeg_rows: list[int]
+
+    def pin_memory(self) -> Batch:  # DataLoader calls this when pin_memory=True
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
+
+def _collate(items: list[dict[str, Any]]) -> Batch:
+    pixel_rows = [it["index"] for it in items if "pixels" in it]
+    jpeg_rows = [it["index"] for it in items if "jpeg" in it]
+    pixels = [it.pop("pixels") for it in items if "pixels" in it]
+    jpegs = [it.pop("jpeg") for it in items if "jpeg" in it]
+    offsets = [0]
+    for j in jpegs:
+        offsets.append(offsets[-1] + j.numel())
+    return Batch(
+        items=items,
+        pixels=torch.stack(pixels) if pixels else None,
+        pixel_rows=pixel_rows,
+        jpeg=torch.cat(jpegs) if jpegs else None,
+        jpeg_offsets=offsets,
+        jpeg_rows=jpeg_rows,
+    )
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers decode; the model's threads live in the main process
+    # Die with the parent: after a kill -9 of the main process, orphaned workers would otherwise
+    # keep the store's inherited shard locks for seconds and block the resuming run.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: workers still exit on their own when the parent disappears
+        pass
+    if os.getppid() == 1:
+        os._exit(0)
+
+
+def _worker_context():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "PIL.Image", "curate.decode"])
+    return ctx
+
+
+def _default_workers() -> int:
+    return max(1, min(16, len(os.sched_getaffinity(0))))
+
+
+def _payload(row: dict[str, Any], info: dict[str, Any], error: str | None) -> dict[str, Any]:
+    payload = {k: v for k, v in row.items() if k != "id" and v is not None}
+    payload.update(info)
+    if error is not None:
+        payload["failed"] = True
+        payload["error"] = error
+    return payload
+
+
+class _Writer:
+    """One background thread for store writes; at most `depth` batches in flight, so memory is
+    bounded and errors surface within two batches."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-writer")
+        self.pending: list[Future] = []
+        self.depth = depth
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(fn))
+
+    def drain(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.pending.clear()
+            self.pool.shutdown(wait=True)
+
+
+def _gpu_decode(encoder: Encoder, jpegs: list[torch.Tensor]) -> list[torch.Tensor | str]:
+    """Decode a batch of JPEG byte tensors on the encoder's GPU; per-image fallback on failure."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=encoder.device))
+    except RuntimeError:
+        out: list[torch.Tensor | str] = []
+        for data in jpegs:
+            try:
+                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=encoder.device))
+            except RuntimeError as e:
+                out.append(f"JPEG decode failed: {str(e).splitlines()[0][:200]}")
+        return out
+
+
+def plan(pool: Pool, store: Store, collection: str, encoder: str) -> tuple[pl.DataFrame, int, set[str]]:
+    """Split the pool into rows still to embed; checked in batches, not one id at a time.
+
+    Returns (todo rows, number already stored, ids of points that exist already)."""
+    ids = pool.table["id"].to_list()
+    done: set[str] = set()
+    exists: set[str] = set()
+    for lo in range(0, len(ids), 20_000):
+        part = ids[lo : lo + 20_000]
+        done |= store.existing_ids(collection, part, encoder=encoder)
+        exists |= store.existing_ids(collection, part)
+    todo = pool.table.filter(~pl.col("id").is_in(list(done)))
+    return todo, len(done), exists
+
+
+def embed_pool(
+    pool: Pool,
+    store: Store,
+    collection: str,
+    encoder: Encoder,
+    options: EmbedOptions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EmbedReport:
+    """Embed every image of `pool` not yet stored for `encoder`. `on_progress(done, total)` is
+    called after each batch (the CLI draws its progress bar from it)."""
+    opts = options or EmbedOptions()
+    report = EmbedReport(collection=collection, encoder=encoder.name, total=len(pool))
+    store.ensure_collection(collection)
+    store.ensure_encoder(collection, encoder.name, encoder.spec)
+    todo, report.skipped, exists = plan(pool, store, collection, encoder.name)
+    previously_failed = {pid for pid, _ in store.payloads(collection, [Condition("failed", "==", True)], []).items()}
+    # Points that exist and are fine keep their payload (tags from analyses); only facts are merged.
+    merge_ids = exists - previously_failed
+    start = time.perf_counter()
+    if todo.height == 0:
+        report.seconds = time.perf_counter() - start
+        return report
+
+    # "on" forces the torchvision decode path on any device (that is how CPU-only CI tests it).
+    use_gpu_decode = opts.gpu_decode == "on" or (opts.gpu_decode == "auto" and encoder.device.type == "cuda")
+    dataset = DecodeDataset(
+        # image_transform, not the bound preprocess: workers get only the transform, never the model
+        todo["path"].to_list(), encoder.image_transform, encoder.image_size, opts.decode_timeout, opts.max_pixels,
+        jpeg_bytes=use_gpu_decode,
+    )
+    workers = _default_workers() if opts.workers is None else opts.workers
+    loader = DataLoader(
+        dataset,
+        batch_size=opts.batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=encoder.device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+        # forkserver: workers inherit none of the open store's file descriptors or locks, so a
+        # killed run's orphans can never block the run that resumes it.
+        multiprocessing_context=_worker_context() if workers else None,
+    )
+    rows = todo.to_dicts()
+    writer = _Writer()
+    done = 0
+    try:
+        for batch in loader:
+            items = batch.items
+            vectors: list[torch.Tensor] = []
+            good: list[int] = []
+            if batch.pixels is not None:
+                pixels = batch.pixels
+                if encoder.device.type == "cuda":
+                    pixels = pixels.to(encoder.device, non_blocking=True)
+                vectors.append(encoder.encode_images(pixels))
+                good.extend(batch.pixel_rows)
+            if batch.jpeg is not None:
+                o = batch.jpeg_offsets
+                decoded = _gpu_decode(encoder, [batch.jpeg[o[k] : o[k + 1]] for k in range(len(batch.jpeg_rows))])
+                by_index = {it["index"]: it for it in items}
+                ok = []
+                for row, img in zip(batch.jpeg_rows, decoded, strict=True):
+                    if isinstance(img, str):
+                        by_index[row]["error"] = img
+                    else:
+                        ok.append((row, img))
+                if ok:
+                    vectors.append(encoder.encode_images(encoder.preprocess_uint8([img for _, img in ok])))
+                    good.extend(row for row, _ in ok)
+            matrix = torch.cat(vectors).numpy() if vectors else np.empty((0, encoder.dim), np.float32)
+
+            new_ids, new_payloads, merges = [], [], {}
+            failures = []
+            for it in items:
+                row = rows[it["index"]]
+                error = it.get("error")
+                if error is not None:
+                    failures.append((row["path"], error))
+                payload = _payload(row, it["info"], error)
+                if row["id"] in merge_ids:  # keeps tags; a failure here only adds failed/error
+                    merges[row["id"]] = payload
+                else:
+                    new_ids.append(row["id"])
+                    new_payloads.append(payload)
+            good_ids = [rows[i]["id"] for i in good]
+
+            def write(new_ids=new_ids, new_payloads=new_payloads, merges=merges, good_ids=good_ids, m=matrix):
+                if new_ids:
+                    store.upsert_points(collection, new_ids, new_payloads)
+                if merges:
+                    store.set_payloads(collection, merges)
+                if good_ids:  # vectors last: "has a vector" is what resume trusts
+                    store.upsert_vectors(collection, encoder.name, good_ids, m)
+
+            writer.submit(write)
+            report.embedded += len(good_ids)
+            report.failed += len(failures)
+            report.failures.extend(failures)
+            done += len(items)
+            if on_progress:
+                on_progress(done, todo.height)
+    finally:
+        writer.drain()
+        store.flush()
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def failures_table(store: Store, collection: str) -> pl.DataFrame:
+    """Every image of a collection that could not be embedded, with its reason."""
+    rows = [
+        {"id": pid, "path": p.get("path"), "relpath": p.get("relpath"), "error": p.get("error")}
+        for pid, p in store.payloads(
+            collection, [Condition("failed", "==", True)], ["path", "relpath", "error"]
+        ).items()
+    ]
+    schema = {"id": pl.Utf8, "path": pl.Utf8, "relpath": pl.Utf8, "error": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema).sort("relpath")
