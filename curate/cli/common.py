@@ -11,8 +11,8 @@ from rich.console import Console
 from curate import config
 from curate.store import Store, open_store
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # no hard wraps in logs and pipes
+err_console = Console(stderr=True, soft_wrap=True)
 
 StoreOpt = typer.Option(None, "--store", help="Embedded store folder [env CURATE_STORE; default ./.curate].")
 UrlOpt = typer.Option(

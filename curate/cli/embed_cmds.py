@@ -224,7 +224,20 @@ def demo(
     s = settings(store=store or str(base / ".curate"), collection="demo", out=str(base / "out"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_embed(str(manifest), s, chosen, None, None, 256, None, 20.0, "auto", quiet)
-    with store_from(s) as st:
-        info_data = collection_info(st, s.collection)
-    console.print(f"Store {s.store}: collection 'demo' holds {info_data['points']} points; "
-                  f"next: curate info --store {s.store}")
+    common = ["--collection", s.collection, "--store", s.store]
+    out = Path(s.out)
+    if quiet:
+        common.append("--quiet")
+    # The later steps run through the same commands a user types, so the demo shows the real thing.
+    steps = [
+        ("Find exact and near duplicates", ["dedup", *common, "--out", str(out / "dedup")]),
+        ("Pick 100 digits to label, balanced over the acquisition source",
+         ["select", *common, "--budget", "100", "--balance-by", "source", "--name", "demo-round-1",
+          "--out", str(out / "select-round-1.csv")]),
+    ]
+    command = typer.main.get_command(app)
+    for title, args in steps:
+        console.rule(f"[bold]{title}[/]: curate {' '.join(args)}")
+        command.main(args, prog_name="curate", standalone_mode=False)
+    console.rule()
+    console.print(f"Done. Outputs in {out}/; explore with: curate info --store {s.store}", highlight=False)

@@ -168,7 +168,9 @@ def plan_quotas(
     messages: list[str] = []
     if not shares:
         shares = {m: 1.0 for m in present}
-    all_modes = sorted(set(shares) | set(present))
+    # every row's mode gets an index: rows outside the candidates (labeled, picked earlier) can
+    # hold a mode that has no candidate left
+    all_modes = sorted(set(shares) | set(present) | set(modes))
     index = {m: g for g, m in enumerate(all_modes)}
     groups = np.array([index[m] for m in modes], dtype=np.int64)
     avail = np.bincount(groups[cand], minlength=len(all_modes)).astype(np.int64)
