@@ -175,7 +175,11 @@ def kcenter_select(
         else:
             # No centers yet: the candidate closest to the mean of the candidates.
             mask = torch.as_tensor(cand, device=dev)
-            mean = x[mask].float().mean(dim=0)
+            total = torch.zeros(x.shape[1], dtype=torch.float64, device=dev)
+            rows = rows_per_chunk(x.shape[1], dev, bytes_per_value=8, fraction=0.02)
+            for r0 in range(0, n, rows):  # chunked: no full copy of the candidate rows
+                total += x[r0 : r0 + rows][mask[r0 : r0 + rows]].double().sum(dim=0)
+            mean = (total / int(cand.sum())).float()
             first = mm_f32(x, mean.to(x.dtype)).mul_(2).sub_(norms).add_(bias)
             best = torch.argmax(first)
             score = first[best]

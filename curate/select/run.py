@@ -176,8 +176,9 @@ def run_selection(
             parts.append(text_queries(store.encoders(collection)[enc], cfg.text, dev))
         query = unit_rows(np.concatenate(parts))
 
-    pool = Pool(unit_rows(X[keep]), cand[keep], center[keep], pool_payloads, uncertainty, query)
+    pool_x = X[keep]  # a copy; the full matrix is released before selection starts
     del X
+    pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query)
     sel = select(pool, cfg, budget, device=dev, log=say)
     picked = [pool_ids[i] for i in sel.indices]
 

@@ -63,9 +63,12 @@ def sq_norms(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
     """L2-normalized float32 rows (zero rows stay zero). Store vectors already are; this makes
-    the API safe for arbitrary input."""
+    the API safe for arbitrary input. `inplace` avoids a second copy of a large pool."""
     x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+    n = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if inplace and x.flags.writeable:
+        x /= n
+        return x
+    return x / n
