@@ -154,3 +154,36 @@ def test_build_index_keeps_vectors(tmp_path):
     s.build_index("pool", "enc")
     assert s.load_vectors("pool", "enc")[0] == sorted(ids)
     s.close()
+
+
+def test_edge_vector_cache_rebuilds_when_stale_or_missing(tmp_path):
+    import qdrant_edge as qe
+
+    from curate.store.edge import EdgeStore
+
+    s = open_store(str(tmp_path / "store"))
+    assert isinstance(s, EdgeStore)
+    ids, _ = _fill(s)
+    want_ids, want = s.load_vectors("pool", "enc")
+    cache = s._cache("pool", "enc")
+    # missing cache -> rebuilt from the shard
+    cache.clear()
+    got_ids, got = s.load_vectors("pool", "enc")
+    assert got_ids == want_ids and np.array_equal(got, want)
+    # a cache that lags the shard (crash between the two writes) -> rebuilt
+    extra = _ids(5, seed=3)
+    s.upsert_points("pool", extra, [{"path": "x"}] * 5)
+    points = [qe.Point(i, {"enc": v}) for i, v in zip(extra, _vectors(5, 8, 7).tolist(), strict=True)]
+    s._vectors("pool", "enc").update(qe.UpdateOperation.upsert_points(points))  # shard only, as after a crash
+    got_ids, got = s.load_vectors("pool", "enc")
+    assert got_ids == sorted(ids + extra) and got.shape == (305, 8)
+    # a torn last write (partial row) is ignored, then the count check repairs the cache
+    with open(cache.folder / "rows.f32", "ab") as f:
+        f.write(b"\x00" * 7)
+    assert s.load_vectors("pool", "enc")[0] == sorted(ids + extra)
+    # a corrupted row is caught by the sample check only if sampled: corrupt all rows to be sure
+    raw = np.fromfile(cache.folder / "rows.f32", dtype=np.float32)
+    (raw * 0 + 0.5).astype(np.float32).tofile(cache.folder / "rows.f32")
+    got_ids, got = s.load_vectors("pool", "enc")
+    np.testing.assert_allclose(got[[got_ids.index(i) for i in want_ids]], want, atol=1e-6)
+    s.close()

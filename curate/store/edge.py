@@ -4,6 +4,7 @@ On disk:  ROOT/.lock                     held (POSIX lockf: per process, not inh
           ROOT/<collection>/meta.json     encoder specs (written atomically)
           ROOT/<collection>/points/       Edge shard: payload only, one point per image
           ROOT/<collection>/vectors/<enc>/ Edge shard: that encoder's named vector
+          ROOT/<collection>/vector_cache/<enc>/ raw-array copy for fast reads (derived, rebuildable)
 Edge shards replay their WAL on load, so a process killed mid-run loses no acknowledged write.
 """
 
@@ -24,6 +25,7 @@ import qdrant_edge as qe
 
 from curate.store.base import Payload, Store, StoreError, StoreLockedError, chunks
 from curate.store.filters import Condition
+from curate.store.vector_cache import VectorCache, id_order, uuid_bytes, uuid_strings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _WRITE_BATCH = 2_000
@@ -200,11 +202,40 @@ class EdgeStore(Store):
 
     def upsert_vectors(self, collection: str, encoder: str, ids: list[str], vectors: np.ndarray) -> None:
         shard = self._vectors(collection, encoder)
+        cache = self._cache(collection, encoder)
+        # Cosine shards normalize on insert; normalize here so the cache holds the same rows.
         vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         for lo in range(0, len(ids), _WRITE_BATCH):
-            rows = vectors[lo : lo + _WRITE_BATCH].tolist()  # one C-level conversion per batch
-            pts = [qe.Point(i, {encoder: v}) for i, v in zip(ids[lo : lo + _WRITE_BATCH], rows, strict=True)]
+            part = vectors[lo : lo + _WRITE_BATCH]
+            pts = [qe.Point(i, {encoder: v}) for i, v in zip(ids[lo : lo + _WRITE_BATCH], part.tolist(), strict=True)]
             shard.update(qe.UpdateOperation.upsert_points(pts))
+            cache.append(ids[lo : lo + _WRITE_BATCH], part)  # after the shard: the cache may lag, never lead
+
+    def _cache(self, collection: str, encoder: str) -> VectorCache:
+        dim = int(self.encoders(collection)[encoder]["dim"])
+        return VectorCache(self._dir(collection) / "vector_cache" / check_name("encoder", encoder), dim)
+
+    def load_vectors(
+        self,
+        collection: str,
+        encoder: str,
+        where: list[Condition] | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> tuple[list[str], np.ndarray]:
+        """Read through the validated raw-array cache (rebuilt from the shard when stale)."""
+        raw_ids, rows = self._cache(collection, encoder).load(
+            self.count_vectors(collection, encoder),
+            lambda ids: self.get_vectors(collection, encoder, ids),
+            lambda: self.iter_vectors(collection, encoder),
+        )
+        if where:
+            keep = {pid for batch in self.scan_payload(collection, where, fields=[]) for pid, _ in batch}
+            keep_bytes = {bytes(b) for b in uuid_bytes(sorted(keep))} if keep else set()
+            mask = np.fromiter((bytes(r) in keep_bytes for r in raw_ids), dtype=bool, count=len(raw_ids))
+            raw_ids, rows = raw_ids[mask], rows[mask]
+        order = id_order(raw_ids)
+        return uuid_strings(raw_ids[order]), np.ascontiguousarray(rows[order], dtype=dtype)
 
     def set_payload(self, collection: str, ids: list[str], payload: Payload) -> None:
         shard = self._points(collection)
