@@ -45,6 +45,8 @@ def test_embed_info_json_and_errors(tmp_path):
     out = tmp_path / "errors.csv"
     res = _run("errors", "-c", "street", "--store", store, "--out", str(out))
     assert res.exit_code == 0
+    res = _run("index", "-c", "street", "--store", store)
+    assert res.exit_code == 0 and "indexed pixels16" in res.output
     table = pl.read_csv(out)
     assert sorted(table["relpath"].to_list()) == sorted(f"bad/{k}" for k, v in bad.items() if v != "ok")
     assert table["error"].null_count() == 0
@@ -68,7 +70,7 @@ def test_clear_one_line_errors(tmp_path):
 
 def test_every_command_has_help_with_example():
     top = _run("--help").output
-    for cmd in ("embed", "info", "errors", "demo", "select", "labeled", "dedup", "slice", "leaks"):
+    for cmd in ("embed", "info", "errors", "demo", "index", "select", "labeled", "dedup", "slice", "leaks"):
         assert cmd in top
         assert "Example" in _run(cmd, "--help").output, cmd
 

@@ -151,7 +151,9 @@ def test_edge_store_persists_and_locks(tmp_path):
 def test_build_index_keeps_vectors(tmp_path):
     s = open_store(str(tmp_path / "store"))
     ids, _ = _fill(s)
+    assert s._vectors("pool", "enc").info().indexed_vectors_count == 0  # ingest builds no index
     s.build_index("pool", "enc")
+    assert s._vectors("pool", "enc").info().indexed_vectors_count == 300
     assert s.load_vectors("pool", "enc")[0] == sorted(ids)
     s.close()
 

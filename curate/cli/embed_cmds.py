@@ -241,3 +241,28 @@ def demo(
         command.main(args, prog_name="curate", standalone_mode=False)
     console.rule()
     console.print(f"Done. Outputs in {out}/; explore with: curate info --store {s.store}", highlight=False)
+
+
+@app.command()
+def index(
+    encoder: str = typer.Option(None, "--encoder", help="Which stored encoder (needed when several)."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """Build the HNSW index for one encoder's vectors (for fast ANN queries from other tools).
+
+    curate's own analyses scan vectors exactly with torch and never need it, so ingest does not
+    build it (about 230 s per 100k x 512 on 2 cores).
+
+    Example: curate index --collection street --encoder clip_ViT-B-32_laion2b_s34b_b79k
+    """
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
+    try:
+        with store_from(s) as st:
+            enc = st.require_encoder(s.collection, encoder)
+            start = time.perf_counter()
+            st.build_index(s.collection, enc)
+    except StoreError as e:
+        fail(str(e))
+    console.print(f"indexed {enc} in {s.collection!r} ({time.perf_counter() - start:.1f} s)")
