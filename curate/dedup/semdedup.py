@@ -45,8 +45,11 @@ def spherical_kmeans(
     for _ in range(iters):
         sims, assign = topk_similarity(x, cent, 1, device=device)
         assign = assign[:, 0]
-        sums = np.zeros_like(cent, dtype=np.float64)
-        np.add.at(sums, assign, x)
+        sums = (
+            torch.zeros(k, x.shape[1], dtype=torch.float64)
+            .index_add_(0, torch.from_numpy(assign), torch.from_numpy(x).double())
+            .numpy()
+        )  # np.add.at is ~50x slower for this scatter-add
         counts = np.bincount(assign, minlength=k)
         empty = np.flatnonzero(counts == 0)
         if len(empty):
