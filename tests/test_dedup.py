@@ -220,3 +220,17 @@ def test_run_dedup_writes_files_and_tags(tmp_path) -> None:
         assert sum(1 for p in tags.values() if p.get("dup_group")) == len(res2.table)
     finally:
         store.close()
+
+
+def test_centered_groups_match_brute_force_on_centered_vectors() -> None:
+    pool, x, _ = _pool()
+    shifted = x + 6.0 * np.ones(x.shape[1], np.float32) / np.sqrt(x.shape[1])  # a big shared component
+    shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
+    p2 = Pool.from_arrays(pool.ids, paths=pool.paths, hashes=pool.hashes, vectors=shifted,
+                          vector_ids=[pool.ids[k] for k in pool.node_of_row])
+    raw = find_groups(p2, threshold=0.95, mode="exact", device="cpu")
+    cen = find_groups(p2, threshold=0.95, mode="exact", device="cpu", center=True)
+    c = shifted.astype(np.float64) - shifted.astype(np.float64).mean(axis=0)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    assert _groups(cen.table) == _brute_groups(p2, c.astype(np.float32), 0.95)
+    assert raw.n_removed > cen.n_removed  # the shared component made unrelated rows look alike

@@ -67,6 +67,9 @@ def dedup(
                                  "and pairs near the cut, to choose --threshold; writes nothing."),
     sample: int = typer.Option(20_000, "--sample", min=2, help="--suggest: images sampled for the histogram."),
     tags: bool = typer.Option(True, "--tags/--no-tags", help="Write dup_group / is_duplicate to the payload."),
+    center: bool = typer.Option(False, "--center", help="Compare vectors after subtracting the pool's mean: "
+                                "far fewer look-alikes flagged (see BENCHMARKS); thresholds then mean "
+                                "centered cosine."),
     where: list[str] = WhereOpt,
     out: str = OutOpt,
     collection: str = CollectionOpt,
@@ -90,13 +93,14 @@ def dedup(
     try:
         with store_from(s) as st:
             if suggest:
-                ns, pool = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample, device=s.device)
+                ns, pool = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
+                                             device=s.device, center=center)
                 _print_suggestion(ns, pool, thr)
                 return
             res = run_dedup(
                 st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags,
                 threshold=None if exact_only else thr, keep=keep, mode=mode, n_clusters=clusters, probes=probes,
-                device=s.device,
+                device=s.device, center=center,
             )
     except _errors() as e:
         fail(str(e))
