@@ -112,3 +112,19 @@ def test_pairs_threshold_and_guard() -> None:
             pairs_above(x, bad, device="cpu")
     with pytest.raises(ValueError, match="raise the threshold"):
         pairs_above(x, -1.0, device="cpu", max_pairs=10)
+
+
+def test_fp16_storage_path_same_answers(monkeypatch) -> None:
+    """The GPU code path (fp16 storage, fp32 products, no CPU buffer), exercised on CPU: lattice
+    vectors are exact in fp16, so answers must equal the fp32 brute force exactly."""
+    import curate.kernels as K
+
+    monkeypatch.setattr(K, "storage_dtype", lambda device: torch.float16)
+    monkeypatch.setattr(K._Tiles, "__init__", lambda self, r, c, d: setattr(self, "buf", None))
+    x = _lattice(120, 8, seed=9)
+    sims, idx = topk_similarity(x, x, 5, exclude_self=True, device="cpu", chunk=16)
+    ref_s, ref_i = _brute_topk(x, x, 5, True)
+    np.testing.assert_array_equal(idx, ref_i)
+    assert sims.dtype == np.float32
+    i, j, _ = pairs_above(x, 0.75, device="cpu", chunk=16)
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == _brute_pairs(x, 0.75)
