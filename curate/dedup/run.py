@@ -25,9 +25,9 @@ from curate.device import pick_device
 from curate.kernels import check_threshold
 from curate.store import Condition, Store
 
-# Default cut for near duplicates. Measured in benchmarks/dedup.py (BENCHMARKS_dedup.md): at 0.95
-# re-encodes, resizes and small brightness changes are caught by both the pixels encoder and a
-# pretrained CNN while distinct images stay below it.
+# Default cut for near duplicates: the usual cut for CLIP-style embeddings. benchmarks/dedup.py
+# (BENCHMARKS_dedup.md) shows no single cut suits every encoder (the pixels thumbnail needs >= 0.99 or
+# --center; pooled CNN features lose JPEG/resize copies already at 0.93), hence --suggest.
 DEFAULT_THRESHOLD = 0.95
 MODES = ("auto", "exact", "clustered")
 # `auto` switches to clustered search above these pool sizes: exact all-pairs then costs more than
