@@ -72,7 +72,9 @@ def _chunks(n_rows: int, n_cols: int, device: torch.device, chunk: int | None) -
     cuda = device.type == "cuda"
     col = max(1, min(n_cols, 65536 if cuda else 16384))
     row = rows_per_chunk(col, device, bytes_per_value=4 + 1 + 4)  # tile + mask + row copies
-    row = min(row, 16384 if cuda else 2048)
+    # ~2048 x 16384 tiles on CPU, 16384 x 65536 on GPU; narrow key sets (k-means centroids, a few
+    # query texts) get taller tiles instead, since each tile's top-k call has a fixed cost
+    row = min(row, max(16384, (1 << 30) // col) if cuda else max(2048, (1 << 25) // col))
     return max(1, min(row, n_rows)), col
 
 
@@ -207,9 +209,6 @@ def iter_pairs_above(
         cols = max(cols, rows)  # the first block of a row band is its rows x rows diagonal tile
     tiles = _Tiles(rows, cols, dev)
     thr = float(threshold)
-    lower: torch.Tensor | None = None
-    if square:  # True on and below the diagonal of a diagonal tile: those pairs are (j <= i)
-        lower = torch.ones(rows, rows, dtype=torch.bool, device=dev).tril()
     with torch.inference_mode():
         for r0 in range(0, n_a, rows):
             qa = a[r0 : r0 + rows]
@@ -219,9 +218,9 @@ def iter_pairs_above(
             ]
             for c0, width in blocks:
                 tile = tiles(qa, b[c0 : c0 + width])
-                if square and c0 == r0:
-                    assert lower is not None
-                    tile.masked_fill_(lower[:m, :m], -torch.inf)
+                diagonal = square and c0 == r0
+                if diagonal:  # self pairs out; pairs below the diagonal are dropped after the compare
+                    tile.diagonal().fill_(-torch.inf)
                 # Most rows of a pool have no pair above a dedup threshold: a row max (one cheap
                 # pass) finds the few rows worth a full compare + nonzero.
                 rows_hit = torch.nonzero(tile.amax(dim=1) >= thr).flatten()
@@ -229,11 +228,17 @@ def iter_pairs_above(
                     continue
                 sub = tile[rows_hit] if rows_hit.numel() < m else tile
                 hit = torch.nonzero(sub >= thr)
-                s = sub[hit[:, 0], hit[:, 1]]
                 r = rows_hit[hit[:, 0]] if rows_hit.numel() < m else hit[:, 0]
+                c = hit[:, 1]
+                s = sub[hit[:, 0], c]
+                if diagonal:
+                    upper = c > r
+                    r, c, s = r[upper], c[upper], s[upper]
+                    if r.numel() == 0:
+                        continue
                 yield (
                     (r + r0).cpu().numpy().astype(np.int64),
-                    (hit[:, 1] + c0).cpu().numpy().astype(np.int64),
+                    (c + c0).cpu().numpy().astype(np.int64),
                     s.float().cpu().numpy(),
                 )
 

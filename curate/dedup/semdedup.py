@@ -27,17 +27,19 @@ def spherical_kmeans(
     k: int,
     *,
     iters: int = 15,
-    sample: int = 200_000,
+    sample: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """K unit centroids (float32 [k, d]) fitted on a random sample of at most `sample` rows.
+    """K unit centroids (float32 [k, d]) fitted on a random sample of at most `sample` rows
+    (default max(50k, 64 per cluster): centroids only need to partition the pool, not be exact).
 
     Assignment uses the shared top-k kernel, so each iteration is one tiled GEMM; empty clusters
     are re-seeded from the rows farthest from their centroid, so K stays K."""
     n = len(vectors)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
+    sample = sample if sample is not None else max(50_000, 64 * k)
     rows = rng.choice(n, size=min(n, max(sample, k)), replace=False)
     x = vectors[np.sort(rows)].astype(np.float32)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
