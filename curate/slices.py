@@ -296,6 +296,8 @@ def build_slice(
     n_excluded = 0
     if req.exclude_near:
         _, other = resolve_set(store, collection, req.exclude_near)
+        with_vec = store.existing_ids(collection, other, encoder)  # failed images have no vector
+        other = [i for i in other if i in with_vec]
         if other:
             ov = store.get_vectors(collection, encoder, other)
             near, _ = topk_similarity(vectors, ov, 1, device=device)
@@ -407,6 +409,10 @@ def example_vectors(
         raise SliceError(f"example {unknown[0]!r} is not an id or path in {collection!r} nor an image file")
     parts = []
     if ids:
+        with_vec = store.existing_ids(collection, ids, encoder)
+        lacking = [i for i in ids if i not in with_vec]
+        if lacking:
+            raise SliceError(f"example {lacking[0]} has no {encoder} vector (it failed to embed); pick another")
         parts.append(store.get_vectors(collection, encoder, ids))
     if files:
         from PIL import Image

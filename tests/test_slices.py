@@ -196,6 +196,17 @@ def test_errors(pool, req, match) -> None:
         build_slice(store, "pool", "enc", req, device="cpu")
 
 
+def test_failed_images_as_examples_or_exclusions(pool) -> None:
+    store, ids, x, _ = pool
+    bad = "00000000-0000-4000-8000-000000000001"
+    store.upsert_points("pool", [bad], [{"path": "/data/broken.png", "failed": True, "split": "train"}])
+    with pytest.raises(SliceError, match="failed to embed"):
+        build_slice(store, "pool", "enc", SliceRequest("e", examples=["/data/broken.png"], top_k=3), device="cpu")
+    req = SliceRequest("t", where=parse_where("split == test"), exclude_near="where:split == train")
+    sl = build_slice(store, "pool", "enc", req, device="cpu")  # the train set holds a point without a vector
+    assert sl.n_excluded == 20
+
+
 def test_unknown_encoder(pool) -> None:
     store, *_ = pool
     with pytest.raises(StoreError, match="unknown encoder"):
