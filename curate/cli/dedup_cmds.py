@@ -137,8 +137,8 @@ def _print_suggestion(ns, pool, thr: float) -> None:  # noqa: ANN001
         for c in ("cosine", "image", "nearest neighbour"):
             t.add_column(c, overflow="fold")
         for k in near:
-            a = pool.paths[pool.node_of_row[ns.rows[k]]]
-            b = pool.paths[pool.node_of_row[ns.neighbours[k]]]
+            a = pool.name(pool.node_of_row[ns.rows[k]])
+            b = pool.name(pool.node_of_row[ns.neighbours[k]])
             t.add_row(f"{ns.sims[k]:.4f}", a, b)
         console.print(t)
     else:

@@ -58,7 +58,17 @@ class NeighbourSample:
         """Indices into the sample whose neighbour similarity is within `width` of the cut, the
         closest to it first: the pairs a user should look at to place the threshold."""
         close = np.flatnonzero(np.abs(self.sims - threshold) <= width)
-        return close[np.argsort(np.abs(self.sims[close] - threshold), kind="stable")][:n]
+        close = close[np.argsort(np.abs(self.sims[close] - threshold), kind="stable")]
+        seen: set[tuple[int, int]] = set()
+        out = []
+        for k in close:  # a mutual pair (A's neighbour is B and B's is A) is shown once
+            key = (min(self.rows[k], self.neighbours[k]), max(self.rows[k], self.neighbours[k]))
+            if key not in seen:
+                seen.add(key)
+                out.append(k)
+            if len(out) == n:
+                break
+        return np.asarray(out, dtype=np.int64)
 
 
 def nearest_neighbour_sample(

@@ -47,6 +47,10 @@ class Pool:
     vectors: np.ndarray | None  # [n_vec, d] rows of points that have a vector
     node_of_row: np.ndarray  # vector row -> index into ids
 
+    def name(self, node: int) -> str:
+        """Short display name: the relative path (what "first" orders by)."""
+        return self.info.order_key[node].split("\0", 1)[0]
+
     @classmethod
     def from_arrays(
         cls,
