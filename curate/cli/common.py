@@ -14,20 +14,20 @@ from curate.store import Store, open_store
 console = Console(soft_wrap=True)  # no hard wraps in logs and pipes
 err_console = Console(stderr=True, soft_wrap=True)
 
-StoreOpt = typer.Option(None, "--store", help="Embedded store folder [env CURATE_STORE; default ./.curate].")
+StoreOpt = typer.Option(None, "--store", help="Embedded store folder (env CURATE_STORE; default ./.curate).")
 UrlOpt = typer.Option(
     None,
     "--qdrant-url",
     help="Qdrant server URL instead of the embedded store "
-    "[env CURATE_QDRANT_URL]; API key from CURATE_QDRANT_API_KEY.",
+    "(env CURATE_QDRANT_URL); API key from CURATE_QDRANT_API_KEY.",
 )
 CollectionOpt = typer.Option(
-    None, "--collection", "-c", help="Collection name [env CURATE_COLLECTION; default pool]."
+    None, "--collection", "-c", help="Collection name (env CURATE_COLLECTION; default pool)."
 )
 EncoderOpt = typer.Option(
     None, "--encoder", help="Which stored encoder's vectors to use (needed when several)."
 )
-DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N [env CURATE_DEVICE].")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (env CURATE_DEVICE).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; only the summary line.")
 
 
