@@ -7,6 +7,7 @@ through sha256, which also covers images that failed to embed).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,14 @@ def find_leaks(
                 "similarity": pl.Float32, "exact": pl.Boolean},
     ).sort(["similarity", "a_id", "b_id"], descending=[True, False, False])
     return LeakReport(a_name, b_name, len(a_ids), len(b_ids), threshold, df)
+
+
+def leaks_stem(a: str, b: str) -> str:
+    """File stem naming both sets, so checks of different pairs of sets do not overwrite each other."""
+    def slug(x: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_-]+", "-", Path(x).stem if Path(x).is_file() else x).strip("-")[:40] or "set"
+
+    return f"leaks_{slug(a)}__{slug(b)}"
 
 
 def write_leaks(report: LeakReport, out_dir: str | Path, stem: str = "leaks") -> list[str]:

@@ -85,7 +85,7 @@ def test_slice_and_leaks_end_to_end(embedded, tmp_path) -> None:
     assert len(m) == 3 and {Path(p).name for p in m["path"][:2]} == {"img00.png", "copy0.png"}
     res = _run(store, "leaks", "look", "where:relpath == img00.png", "--out", str(tmp_path), "-t", "0.99")
     assert res.exit_code == 0, res.output
-    leaks = pl.read_csv(tmp_path / "leaks.csv")
+    leaks = pl.read_csv(tmp_path / "leaks_look__where-relpath-img00-png.csv")
     assert set(Path(p).name for p in leaks["a_path"]) >= {"img00.png", "copy0.png"}
     assert leaks.filter(pl.col("exact")).height == 2  # img00 with itself and its byte copy
 

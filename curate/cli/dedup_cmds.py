@@ -232,7 +232,7 @@ def leaks(
 
     Example: curate leaks train_round1 night_rain --threshold 0.95
     """
-    from curate.leaks import find_leaks, write_leaks
+    from curate.leaks import find_leaks, leaks_stem, write_leaks
 
     _check_threshold("--threshold", threshold)
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
@@ -241,7 +241,7 @@ def leaks(
             rep = find_leaks(st, s.collection, encoder, a, b, threshold=threshold, device=s.device)
     except _errors() as e:
         fail(str(e))
-    files = write_leaks(rep, _out_dir(out, s))
+    files = write_leaks(rep, _out_dir(out, s), leaks_stem(a, b))
     if not quiet and rep.n_pairs:
         t = Table(title=f"closest pairs (of {rep.n_pairs})")
         for c in ("cosine", "A", "B"):
