@@ -128,3 +128,14 @@ def test_fp16_storage_path_same_answers(monkeypatch) -> None:
     assert sims.dtype == np.float32
     i, j, _ = pairs_above(x, 0.75, device="cpu", chunk=16)
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == _brute_pairs(x, 0.75)
+
+
+def test_topk_exclude_self_with_uneven_default_tiles() -> None:
+    """2,500 rows: default CPU tiles are 2048 rows x 2500 columns, so the diagonal crosses a tile
+    boundary in the second row band."""
+    x = _lattice(2500, 6, seed=11)
+    sims, idx = topk_similarity(x, x, 3, exclude_self=True, device="cpu")
+    ref_s, ref_i = _brute_topk(x, x, 3, True)
+    np.testing.assert_array_equal(idx, ref_i)
+    i, j, _ = pairs_above(x, 1.0, device="cpu")  # exact duplicate rows only
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == _brute_pairs(x, 1.0)
