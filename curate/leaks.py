@@ -19,7 +19,6 @@ from curate.kernels import check_threshold, pairs_above
 from curate.slices import SliceError, resolve_set
 from curate.store import Store
 
-DEFAULT_LEAK_THRESHOLD = 0.95
 MAX_PAIRS = 20_000_000  # ~0.5 GB of pairs; beyond that the threshold is not finding copies
 
 
@@ -74,15 +73,20 @@ def find_leaks(
     a: str,
     b: str,
     *,
-    threshold: float = DEFAULT_LEAK_THRESHOLD,
+    threshold: float | None = None,
     device: str | torch.device | None = None,
 ) -> LeakReport:
-    """Resolve both sets, compare every A image with every B image, join byte-identical pairs."""
+    """Resolve both sets, compare every A image with every B image, join byte-identical pairs.
+    `threshold=None`: the encoder's dedup default (a near copy means the same everywhere)."""
+    encoder = store.require_encoder(collection, encoder)
+    if threshold is None:
+        from curate.dedup.near import default_threshold
+
+        threshold = default_threshold(store.encoders(collection).get(encoder))
     try:
         check_threshold(threshold)
     except ValueError as e:
         raise SliceError(str(e)) from None
-    encoder = store.require_encoder(collection, encoder)
     a_name, a_ids = resolve_set(store, collection, a)
     b_name, b_ids = resolve_set(store, collection, b)
     for label, ids in ((a_name, a_ids), (b_name, b_ids)):

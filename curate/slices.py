@@ -34,7 +34,6 @@ DEFAULT_TEMPLATES = (
     "a dark photo of {}.",
     "{}",
 )
-DEFAULT_EXCLUDE_THRESHOLD = 0.95  # the dedup default: "near copy" means the same thing everywhere
 DEFAULT_CLUSTERS = 20
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson", ".txt")
@@ -152,7 +151,7 @@ class SliceRequest:
     threshold: float | None = None
     balanced_by: str | None = None
     exclude_near: str | None = None
-    exclude_threshold: float = DEFAULT_EXCLUDE_THRESHOLD
+    exclude_threshold: float | None = None  # None: the dedup default of the encoder (same "near copy")
     seed: int = 0
 
     def validate(self) -> None:
@@ -301,7 +300,12 @@ def build_slice(
         if other:
             ov = store.get_vectors(collection, encoder, other)
             near, _ = topk_similarity(vectors, ov, 1, device=device)
-            ok = near[:, 0] < req.exclude_threshold
+            cut = req.exclude_threshold
+            if cut is None:
+                from curate.dedup.near import default_threshold
+
+                cut = default_threshold(store.encoders(collection).get(encoder))
+            ok = near[:, 0] < cut
             n_excluded = int((~ok).sum())
             ids, vectors = [i for i, o in zip(ids, ok, strict=True) if o], vectors[ok]
         if not ids:

@@ -73,6 +73,8 @@ def test_dedup_end_to_end(embedded, tmp_path) -> None:
     res = _run(store, "dedup", "--exact-only", "--out", str(tmp_path / "exact"))
     assert res.exit_code == 0, res.output
     assert len(pl.read_csv(tmp_path / "exact" / "dedup_remove.csv")) == 3
+    res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path / "default"))  # pixels: default cut 0.99
+    assert res.exit_code == 0 and "near >= 0.99" in " ".join(res.output.split()), res.output
     res = _run(store, "dedup", "--suggest", "--threshold", "0.98")
     assert res.exit_code == 0 and "nearest-neighbour cosine" in res.output and "<- --threshold" in res.output
 

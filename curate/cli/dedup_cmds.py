@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from curate.cli import app
@@ -26,6 +27,11 @@ from curate.store import StoreError, parse_where
 
 WhereOpt = typer.Option(None, "--where", "-w", help="Payload condition(s), e.g. 'width >= 256'; repeat to AND.")
 OutOpt = typer.Option(None, "--out", "-o", help="Output folder [default: ./curate-out/COLLECTION].")
+
+
+def _say(text: str) -> None:
+    """Plain text out: paths and summaries hold brackets that rich would read as markup."""
+    console.print(text, highlight=False, markup=False)
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -54,7 +60,7 @@ def _where(where: list[str] | None):  # noqa: ANN202
 @app.command()
 def dedup(
     threshold: float = typer.Option(None, "--threshold", "-t", help="Near-duplicate cut on cosine similarity "
-                                    "[default 0.95]; see --suggest."),
+                                    "[default 0.95; 0.99 for the pixels encoder]; see --suggest."),
     keep: str = typer.Option("largest", "--keep", help="Which member of a group to keep: largest (most pixels, "
                              "then bytes), first (first relative path), central (most similar to the rest)."),
     exact_only: bool = typer.Option(False, "--exact-only", help="Only byte-identical files (sha256); no vectors."),
@@ -84,22 +90,25 @@ def dedup(
 
     Example: curate dedup --threshold 0.96 --keep largest --out dedup-out/
     """
-    from curate.dedup import DEFAULT_THRESHOLD, run_dedup, suggest_threshold
+    from curate.dedup import default_threshold, run_dedup, suggest_threshold
 
-    thr = DEFAULT_THRESHOLD if threshold is None else threshold
-    _check_threshold("--threshold", thr)
+    _check_threshold("--threshold", threshold)
     conds = _where(where)
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
     try:
         with store_from(s) as st:
+            thr = threshold
+            if thr is None and not exact_only:
+                name = st.require_encoder(s.collection, encoder)
+                thr = default_threshold(st.encoders(s.collection).get(name))
             if suggest:
                 ns, pool = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
                                              device=s.device, center=center)
-                _print_suggestion(ns, pool, thr)
+                _print_suggestion(ns, pool, float(thr if thr is not None else 0.95))
                 return
             res = run_dedup(
-                st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags,
-                threshold=None if exact_only else thr, keep=keep, mode=mode, n_clusters=clusters, probes=probes,
+                st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags, threshold=thr,
+                exact_only=exact_only, keep=keep, mode=mode, n_clusters=clusters, probes=probes,
                 device=s.device, center=center,
             )
     except _errors() as e:
@@ -113,24 +122,24 @@ def dedup(
             dups = [f"{p} ({'-' if v is None else f'{v:.3f}'})" for p, v in
                     g.filter(~g["kept"]).select("path", "similarity").iter_rows()][:3]
             more = f" +{len(g) - 4} more" if len(g) > 4 else ""
-            t.add_row(str(len(g)), kept, "\n".join(dups) + more)
+            t.add_row(str(len(g)), escape(kept), escape("\n".join(dups) + more))
         console.print(t)
-    console.print(res.summary(), highlight=False)
+    _say(res.summary())
     if res.files:
-        console.print("wrote " + ", ".join(res.files), highlight=False)
+        _say("wrote " + ", ".join(res.files))
 
 
 def _print_suggestion(ns, pool, thr: float) -> None:  # noqa: ANN001
     counts, edges = ns.histogram()
     width = 40
     top = max(int(counts.max()), 1)
-    console.print(f"nearest-neighbour cosine of {len(ns.sims)} sampled images (of {ns.n_total}):", highlight=False)
+    _say(f"nearest-neighbour cosine of {len(ns.sims)} sampled images (of {ns.n_total}):")
     for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
         mark = " <- --threshold" if lo <= thr < hi or (hi == 1.0 and thr == 1.0) else ""
         bar = "#" * int(round(width * c / top))
-        console.print(f"  [{lo:5.2f}, {hi:5.2f}) {c:7d} {bar}{mark}", highlight=False)
+        _say(f"  [{lo:5.2f}, {hi:5.2f}) {c:7d} {bar}{mark}")
     above = float((ns.sims >= thr).mean()) if len(ns.sims) else 0.0
-    console.print(f"{100 * above:.1f}% of sampled images have a neighbour at cosine >= {thr}", highlight=False)
+    _say(f"{100 * above:.1f}% of sampled images have a neighbour at cosine >= {thr}")
     near = ns.near_cut(thr)
     if len(near):
         t = Table(title=f"pairs near the cut ({thr}): look at them to place it")
@@ -139,10 +148,10 @@ def _print_suggestion(ns, pool, thr: float) -> None:  # noqa: ANN001
         for k in near:
             a = pool.name(pool.node_of_row[ns.rows[k]])
             b = pool.name(pool.node_of_row[ns.neighbours[k]])
-            t.add_row(f"{ns.sims[k]:.4f}", a, b)
+            t.add_row(f"{ns.sims[k]:.4f}", escape(a), escape(b))
         console.print(t)
     else:
-        console.print(f"no sampled pair within 0.02 of {thr}", highlight=False)
+        _say(f"no sampled pair within 0.02 of {thr}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,8 +174,8 @@ def slice_cmd(
     balanced_by: str = typer.Option(None, "--balanced-by", help="Payload key: equal counts per value."),
     exclude_near: str = typer.Option(None, "--exclude-near", help="Drop images near this set: a slice or "
                                      "selection name, 'where:EXPR', or a manifest file."),
-    exclude_threshold: float = typer.Option(0.95, "--exclude-threshold", help="Cosine counted as near for "
-                                            "--exclude-near."),
+    exclude_threshold: float = typer.Option(None, "--exclude-threshold", help="Cosine counted as near for "
+                                            "--exclude-near [default: the dedup default of the encoder]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the slice; write neither tags nor manifest."),
     where: list[str] = WhereOpt,
     out: str = OutOpt,
@@ -204,13 +213,13 @@ def slice_cmd(
         for c in ("rank", "score", "path"):
             t.add_column(c, overflow="fold")
         for r, sc, p in sl.table.head(10).select("rank", "score", "path").iter_rows():
-            t.add_row(str(r), "-" if sc != sc else f"{sc:.4f}", p)
+            t.add_row(str(r), "-" if sc != sc else f"{sc:.4f}", escape(p))
         console.print(t)
     if sl.shortfall:
-        err_console.print(f"[yellow]balance:[/] {sl.shortfall}", highlight=False)
-    console.print(sl.summary(), highlight=False)
+        err_console.print(f"balance: {sl.shortfall}", highlight=False, markup=False)
+    _say(sl.summary())
     if sl.files:
-        console.print(f"tagged slice_{name} on {len(sl.ids)} points; wrote {', '.join(sl.files)}", highlight=False)
+        _say(f"tagged slice_{name} on {len(sl.ids)} points; wrote {', '.join(sl.files)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,7 +228,8 @@ def leaks(
     a: str = typer.Argument(..., help="First set (e.g. the training selection): slice or selection name, "
                             "'where:EXPR' or a manifest file."),
     b: str = typer.Argument(..., help="Second set (e.g. the eval slice), same forms."),
-    threshold: float = typer.Option(0.95, "--threshold", "-t", help="Cosine counted as a near copy."),
+    threshold: float = typer.Option(None, "--threshold", "-t", help="Cosine counted as a near copy "
+                                    "[default 0.95; 0.99 for the pixels encoder]."),
     out: str = OutOpt,
     collection: str = CollectionOpt,
     encoder: str = EncoderOpt,
@@ -247,7 +257,7 @@ def leaks(
         for c in ("cosine", "A", "B"):
             t.add_column(c, overflow="fold")
         for sim, pa, pb, ex in rep.pairs.head(10).select("similarity", "a_path", "b_path", "exact").iter_rows():
-            t.add_row(f"{sim:.4f}" + (" (same bytes)" if ex else ""), pa, pb)
+            t.add_row(f"{sim:.4f}" + (" (same bytes)" if ex else ""), escape(pa), escape(pb))
         console.print(t)
-    console.print(rep.summary(), highlight=False)
-    console.print(f"wrote {files[0]}", highlight=False)
+    _say(rep.summary())
+    _say(f"wrote {files[0]}")

@@ -3,7 +3,7 @@ union-find, one keeper per group. Files are never deleted or moved; results are 
 keep/remove manifests and payload tags (`dup_group`, `is_duplicate`)."""
 
 from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of
-from curate.dedup.near import NeighbourSample, nearest_neighbour_sample
+from curate.dedup.near import NeighbourSample, default_threshold, nearest_neighbour_sample
 from curate.dedup.run import (
     DEFAULT_THRESHOLD,
     MODES,
@@ -26,6 +26,7 @@ __all__ = [
     "Pool",
     "choose_keeper",
     "clustered_near_edges",
+    "default_threshold",
     "find_groups",
     "groups_of",
     "load_pool",

@@ -16,6 +16,18 @@ import torch
 from curate.dedup.groups import Components
 from curate.kernels import iter_pairs_above, topk_similarity
 
+# Default cut for "near copy" (dedup, leaks, --exclude-near): 0.95 is the usual cut for CLIP-style
+# embeddings. The `pixels` thumbnail needs a higher one: in benchmarks/dedup.py its raw cosine
+# between distinct photos has a median of 0.97, and at 0.99 it still finds every re-encode, resize
+# and brightness copy (BENCHMARKS_dedup.md). --suggest shows where a pool's own cut should go.
+DEFAULT_THRESHOLD = 0.95
+FAMILY_THRESHOLDS = {"pixels": 0.99}
+
+
+def default_threshold(spec: dict | None) -> float:
+    """The near-copy cut for an encoder, from its stored spec (family)."""
+    return FAMILY_THRESHOLDS.get(str((spec or {}).get("family")), DEFAULT_THRESHOLD)
+
 
 def add_near_edges(
     vectors: np.ndarray,

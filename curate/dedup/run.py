@@ -19,16 +19,18 @@ import torch
 
 from curate.dedup.exact import exact_edges
 from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of
-from curate.dedup.near import NeighbourSample, add_near_edges, nearest_neighbour_sample
+from curate.dedup.near import (
+    DEFAULT_THRESHOLD,
+    NeighbourSample,
+    add_near_edges,
+    default_threshold,
+    nearest_neighbour_sample,
+)
 from curate.dedup.semdedup import clustered_near_edges
 from curate.device import pick_device
 from curate.kernels import check_threshold
 from curate.store import Condition, Store
 
-# Default cut for near duplicates: the usual cut for CLIP-style embeddings. benchmarks/dedup.py
-# (BENCHMARKS_dedup.md) shows no single cut suits every encoder (the pixels thumbnail needs >= 0.99 or
-# --center; pooled CNN features lose JPEG/resize copies already at 0.93), hence --suggest.
-DEFAULT_THRESHOLD = 0.95
 MODES = ("auto", "exact", "clustered")
 # `auto` switches to clustered search above these pool sizes: exact all-pairs then costs more than
 # ~10 minutes (CPU: ~130 GFLOP/s on 2 cores; one modern GPU: several hundred TFLOP/s).
@@ -308,20 +310,27 @@ def run_dedup(
     encoder: str | None,
     out_dir: str | Path | None,
     *,
+    threshold: float | None = None,
+    exact_only: bool = False,
     where: list[Condition] | None = None,
     write_tags: bool = True,
     **options: object,
 ) -> DedupResult:
-    """Load, find groups, write outputs and payload. `threshold=None` means exact duplicates only
-    (no vectors read); otherwise `encoder` may be None when the collection holds one encoder."""
-    if options.get("threshold", DEFAULT_THRESHOLD) is not None:
-        encoder = store.require_encoder(collection, encoder)
-    else:
+    """Load, find groups, write outputs and payload.
+
+    `exact_only`: byte-identical files only, no vectors read. Otherwise `encoder` may be None when
+    the collection holds one encoder, and `threshold=None` takes the encoder's default cut
+    (`default_threshold`: 0.95, 0.99 for `pixels`). `options` go to `find_groups`."""
+    if exact_only:
         encoder = None
         if not store.has_collection(collection):
             store.require_encoder(collection, None)  # raises the standard "collection not found" error
+    else:
+        encoder = store.require_encoder(collection, encoder)
+        if threshold is None:
+            threshold = default_threshold(store.encoders(collection).get(encoder))
     pool = load_pool(store, collection, encoder, where)
-    result = find_groups(pool, **options)  # type: ignore[arg-type]
+    result = find_groups(pool, threshold=None if exact_only else threshold, **options)  # type: ignore[arg-type]
     if out_dir is not None:
         result.files = write_outputs(result, pool, out_dir)
     if write_tags:
