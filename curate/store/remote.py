@@ -142,6 +142,15 @@ class RemoteStore(Store):
                 lambda p=part: self.client.set_payload(collection, payload=payload, points=p, wait=True)
             )
 
+    def set_payloads(self, collection: str, items: dict[str, Payload]) -> None:
+        """Per-point fields as batched operations: one request per 512 points, not one per point."""
+        ops = [
+            qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=fields, points=[pid]))
+            for pid, fields in items.items()
+        ]
+        for part in chunks(ops, 512):
+            self._retry(lambda p=part: self.client.batch_update_points(collection, p, wait=True))
+
     def delete_payload_keys(
         self, collection: str, keys: list[str], where: list[Condition] | None = None
     ) -> None:
