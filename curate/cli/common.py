@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from curate import config
 from curate.store import Store, open_store
@@ -51,5 +52,5 @@ def store_from(s: config.Settings) -> Iterator[Store]:
 
 def fail(message: str, code: int = 2) -> None:
     """One clear line on stderr, then exit. Commands turn expected errors into this."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # paths may hold [..]
     raise typer.Exit(code)

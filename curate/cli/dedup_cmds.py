@@ -26,7 +26,7 @@ from curate.cli.common import (
 from curate.store import StoreError, parse_where
 
 WhereOpt = typer.Option(None, "--where", "-w", help="Payload condition(s), e.g. 'width >= 256'; repeat to AND.")
-OutOpt = typer.Option(None, "--out", "-o", help="Output folder [default: ./curate-out/COLLECTION].")
+OutOpt = typer.Option(None, "--out", "-o", help="Output folder (default: ./curate-out/COLLECTION).")
 
 
 def _say(text: str) -> None:
@@ -60,14 +60,14 @@ def _where(where: list[str] | None):  # noqa: ANN202
 @app.command()
 def dedup(
     threshold: float = typer.Option(None, "--threshold", "-t", help="Near-duplicate cut on cosine similarity "
-                                    "[default 0.95; 0.99 for the pixels encoder]; see --suggest."),
+                                    "(default 0.95; 0.99 for the pixels encoder); see --suggest."),
     keep: str = typer.Option("largest", "--keep", help="Which member of a group to keep: largest (most pixels, "
                              "then bytes), first (first relative path), central (most similar to the rest)."),
     exact_only: bool = typer.Option(False, "--exact-only", help="Only byte-identical files (sha256); no vectors."),
     mode: str = typer.Option("auto", "--mode", help="exact (all pairs), clustered (k-means, pairs within "
                              "clusters; for very large pools) or auto (exact up to 300k on CPU / 5M on GPU)."),
     clusters: int = typer.Option(None, "--clusters", min=1, help="Clustered mode: k-means clusters "
-                                 "[default N/4000]."),
+                                 "(default N/4000)."),
     probes: int = typer.Option(2, "--probes", min=1, help="Clustered mode: clusters each image joins."),
     suggest: bool = typer.Option(False, "--suggest", help="Print the nearest-neighbour similarity histogram "
                                  "and pairs near the cut, to choose --threshold; writes nothing."),
