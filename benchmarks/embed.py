@@ -310,7 +310,7 @@ def _loader(encoder, paths: list[str], batch: int, workers: int, jpeg_bytes: boo
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
-        multiprocessing_context=_worker_context() if workers else None,
+        multiprocessing_context=_worker_context(encoder.image_transform) if workers else None,
     )
 
 
@@ -377,22 +377,6 @@ def pipeline(
     return report.rate, steady, first_t - (t1 - report.seconds), cpu
 
 
-def preload_transforms(encoder) -> list[str]:
-    """What-if for the worker start-up cost: start the forkserver that embed_pool's DataLoader uses
-    with the modules the pickled image transform needs (torchvision.transforms and the transform's
-    own module, e.g. open_clip.transform) already imported, so workers fork with them instead of
-    importing them each. The forkserver is one per process; once running, curate's own preload
-    list (curate/embed.py _worker_context) no longer applies."""
-    from multiprocessing import forkserver, get_context
-
-    steps = getattr(encoder.image_transform, "transforms", [encoder.image_transform])
-    modules = ["torch", "PIL.Image", "curate.decode", "torchvision.transforms"]
-    modules += sorted({type(t).__module__ for t in steps} - set(modules))
-    get_context("forkserver").set_forkserver_preload(modules)
-    forkserver.ensure_running()
-    return modules
-
-
 def parse_models(spec: str, n_default: int | None, b_default: int | None) -> list[tuple[str, int, int]]:
     out = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
@@ -413,8 +397,6 @@ def run_model(name: str, n: int, batch: int, args, device) -> Row:
     folder = make_images(n, args.seed)
     encoder = load_encoder(name, pretrained=random_checkpoint(name), device=device)
     workers = _default_workers() if args.workers is None else args.workers
-    if args.preload_transforms:
-        print(f"forkserver preload: {preload_transforms(encoder)}", file=sys.stderr)
     row = Row(name, device.type, n, batch, workers, load_before=load())
     row.params_m = sum(p.numel() for p in encoder.model.visual.parameters()) / 1e6
     modes = args.gpu_decode.split(",") if args.gpu_decode else (["on", "off"] if device.type == "cuda" else ["auto"])
@@ -511,9 +493,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="repeat every measurement; the median is reported")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="model-only: time at least this long")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--preload-transforms", action="store_true",
-                    help="what-if: start the workers' forkserver with the transform's modules imported "
-                         "(see preload_transforms); not what `curate embed` does today")
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
 
@@ -536,9 +515,6 @@ def main() -> None:
     print(f"- machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} torch threads in the "
           f"main process; Python {platform.python_version()}; curate {git_rev()}")
     print(f"- command: `{command.strip()}` ({time.perf_counter() - t0:.0f} s)")
-    if args.preload_transforms:
-        print("- **what-if run**: forkserver started with torchvision.transforms and the transform's module "
-              "preloaded (--preload-transforms); `curate embed` does not do this today")
     print(f"- images: {WIDTH}x{HEIGHT} JPEG q{QUALITY} from scikit-image sample photos; weights: random init "
           f"(no downloads here; rates do not depend on weight values); median of {args.repeat} run(s)\n")
     print(table(rows))
