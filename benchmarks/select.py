@@ -87,6 +87,33 @@ def reference_kcenter(X: np.ndarray, budget: int, first: int) -> list[int]:
     return picks
 
 
+def part_reference(args: argparse.Namespace) -> None:
+    n, d, budget = args.n or 50_000, args.dim, args.budget or 200
+    X = clustered(n, d)
+    t = time.perf_counter()
+    ours = kcenter_select(X, budget, device="cpu")  # CPU default: the lazy exact loop
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    stream = kcenter_select(X, budget, device="cpu", lazy=False)  # one fused pass per pick
+    t_stream = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = reference_kcenter(X, budget, int(ours.indices[0]))
+    t_ref = time.perf_counter() - t
+
+    def same(a: list[int]) -> str:
+        diff = next((i for i, (p, q) in enumerate(zip(ref, a, strict=True)) if p != q), None)
+        return "yes" if diff is None else f"no (first difference at pick {diff})"
+
+    floor = gemv_ms(torch.from_numpy(X))
+    print(f"\n**k-center vs the pairwise-distance-per-pick style** — {machine()}\n")
+    print("| N | d | budget | reference: sklearn pairwise_distances per pick | curate, lazy (CPU default) | speed-up "
+          "| curate, streaming | speed-up | identical picks (lazy / streaming) | GEMV floor x budget |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {n:,} | {d} | {budget} | {t_ref:.1f} s ({t_ref / budget * 1e3:.0f} ms/pick) | {t_ours:.2f} s "
+          f"| **{t_ref / t_ours:.0f}x** | {t_stream:.2f} s | {t_ref / t_stream:.1f}x "
+          f"| {same(ours.indices.tolist())} / {same(stream.indices.tolist())} | {floor * budget / 1e3:.2f} s |")
+
+
 def gemv_ms(x: torch.Tensor, reps: int = 20) -> float:
     """Best-of-reps time of one matrix-vector product over the matrix: the per-pick floor (the
     minimum, not the median, because other jobs on a shared machine only ever add time)."""
@@ -104,33 +131,12 @@ def gemv_ms(x: torch.Tensor, reps: int = 20) -> float:
     return float(np.min(times[3:]) * 1e3)
 
 
-def part_reference(args: argparse.Namespace) -> None:
-    n, d, budget = args.n or 50_000, args.dim, args.budget or 200
-    X = clustered(n, d)
-    t = time.perf_counter()
-    ours = kcenter_select(X, budget, device="cpu")
-    t_ours = time.perf_counter() - t
-    t = time.perf_counter()
-    ref = reference_kcenter(X, budget, int(ours.indices[0]))
-    t_ref = time.perf_counter() - t
-    same = ref == ours.indices.tolist()
-    first_diff = next((i for i, (a, b) in enumerate(zip(ref, ours.indices, strict=True)) if a != b), None)
-    floor = gemv_ms(torch.from_numpy(X))
-    print(f"\n**k-center vs the pairwise-distance-per-pick style** — {machine()}\n")
-    print("| N | d | budget | reference (sklearn pairwise_distances per pick) | curate kcenter (CPU) | speed-up "
-          "| identical picks | GEMV floor / pick | curate / pick |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {n:,} | {d} | {budget} | {t_ref:.1f} s ({t_ref / budget * 1e3:.0f} ms/pick) | {t_ours:.2f} s | "
-          f"**{t_ref / t_ours:.0f}x** | {'yes' if same else f'no (first difference at pick {first_diff})'} | "
-          f"{floor:.1f} ms | {t_ours / budget * 1e3:.1f} ms |")
-
-
-def best_time(X: np.ndarray, budget: int, runs: int = 2) -> float:
+def best_time(X: np.ndarray, budget: int, lazy: bool, runs: int = 2) -> float:
     """Best of `runs` k-center runs on the CPU, in seconds (like the floor, a best case)."""
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        kcenter_select(X, budget, device="cpu")
+        kcenter_select(X, budget, device="cpu", lazy=lazy)
         times.append(time.perf_counter() - t)
     return min(times)
 
@@ -147,19 +153,21 @@ def read_ms(x: torch.Tensor, reps: int = 10) -> float:
 
 def part_floor(args: argparse.Namespace) -> None:
     sizes = [args.n] if args.n else [50_000, 200_000, 1_000_000]
-    print(f"\n**k-center per-pick time vs one GEMV over the same matrix (CPU, fp32)** — {machine()}\n")
-    print("| N | d | picks timed | curate ms/pick | GEMV (torch.mv) ms | curate / GEMV | one read of the matrix ms "
-          "| curate / read |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n**k-center per-pick time vs one pass over the same matrix (CPU, fp32)** — {machine()}\n")
+    print("| N | d | picks timed | GEMV (torch.mv) ms | one read of the matrix ms | streaming ms/pick "
+          "| streaming / GEMV | lazy ms/pick | lazy / GEMV |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         X = clustered(n, args.dim, seed=1)
-        picks = args.budget or max(10, int(2e7 // n))  # ~ same wall time per size
+        picks = args.budget or max(20, int(2e7 // n))  # ~ same wall time per size
         kcenter_select(X, 2, device="cpu")  # warm-up
-        per = (best_time(X, picks + 1) - best_time(X, 1)) / picks * 1e3  # setup (norms, first pick) cancels
+        per = {}
+        for lazy in (False, True):  # setup (norms, first pick) cancels out in the difference
+            per[lazy] = (best_time(X, picks + 1, lazy) - best_time(X, 1, lazy)) / picks * 1e3
         floor = gemv_ms(torch.from_numpy(X))
         read = read_ms(torch.from_numpy(X))
-        print(f"| {n:,} | {args.dim} | {picks} | {per:.1f} | {floor:.1f} | {per / floor:.2f}x | {read:.1f} "
-              f"| {per / read:.2f}x |")
+        print(f"| {n:,} | {args.dim} | {picks} | {floor:.1f} | {read:.1f} | {per[False]:.1f} "
+              f"| {per[False] / floor:.2f}x | {per[True]:.1f} | {per[True] / floor:.2f}x |")
         del X
 
 
