@@ -299,11 +299,10 @@ def kcenter_select(
         first = first_score = None
         if not len(init):
             # No centers yet: the candidate closest to the mean of the candidates.
-            mask = torch.as_tensor(cand, device=dev)
+            mask = torch.as_tensor(cand, device=dev).to(x.dtype)
             total = torch.zeros(x.shape[1], dtype=torch.float64, device=dev)
-            rows = rows_per_chunk(x.shape[1], dev, bytes_per_value=8, fraction=0.02)
-            for r0 in range(0, n, rows):  # chunked: no full copy of the candidate rows
-                total += x[r0 : r0 + rows][mask[r0 : r0 + rows]].double().sum(dim=0)
+            for r0, r1 in loop.bounds:  # masked column sums as GEMVs: one read, no copy of the rows
+                total += mm_f32(x[r0:r1].T, mask[r0:r1]).double()
             mean = (total / int(cand.sum())).float()
             s0 = mm_f32(x, mean.to(x.dtype)).mul_(2).sub_(norms).add_(bias)
             first = torch.argmax(s0)
