@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curate.select.compose import Pool, select
+from curate.select.compose import Pool, resolve_auto, select
 from curate.select.config import SelectionConfig, shorthand
 from curate.select.uncertainty import uncertainty_from_probs
 
@@ -138,13 +138,23 @@ class _Constant:
         return np.full((len(x), 2), 0.5)
 
 
-def pick(strategy: str, emb: np.ndarray, y: np.ndarray, budget: int, seed: int) -> np.ndarray:
+def pick(strategy: str, emb: np.ndarray, y: np.ndarray, budget: int, seed: int, memo: dict) -> np.ndarray:
+    """Indices picked by `strategy`. `memo` holds this pool's earlier one-round selections: `auto`
+    resolves to typicality or density-kcenter (the same steps, so the same picks), and the first
+    round of `uncertainty` is an `auto` selection, so neither is recomputed."""
     n = len(emb)
     pool = Pool(emb, np.ones(n, bool), np.zeros(n, bool), [{}] * n)
     dev = torch.device("cpu")
+
+    def one_round(name: str, b: int) -> np.ndarray:
+        name = resolve_auto(0, b) if name == "auto" else name
+        if (name, b) not in memo:
+            memo[(name, b)] = select(pool, _cfg(name, seed), b, device=dev).indices
+        return memo[(name, b)]
+
     if strategy != "uncertainty":
-        return select(pool, _cfg(strategy, seed), budget, device=dev).indices
-    first = select(pool, _cfg("auto", seed), budget // 2, device=dev).indices
+        return one_round(strategy, budget)
+    first = one_round("auto", budget // 2)
     model = probe(emb[first], y[first], seed)
     proba = model.predict_proba(emb)
     unc = uncertainty_from_probs(proba, "entropy") if proba.shape[1] > 1 else np.ones(n)
@@ -170,9 +180,10 @@ def run(datasets: list[str], encoders: list[str], seeds: int) -> dict:
             t0 = time.perf_counter()
             for seed in range(seeds):
                 tr, te = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=seed)
+                memo: dict = {}
                 for strategy in STRATEGIES:
                     for b in BUDGETS:
-                        idx = tr[pick(strategy, emb[tr], labels[tr], b, seed)]
+                        idx = tr[pick(strategy, emb[tr], labels[tr], b, seed, memo)]
                         assert len(idx) == b and len(set(idx.tolist())) == b
                         acc = float((probe(emb[idx], labels[idx], seed).predict(emb[te]) == labels[te]).mean())
                         rf = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)

@@ -37,6 +37,10 @@ from typing import Any
 
 from curate.select.uncertainty import KINDS
 
+# --strategy auto: TypiClust while (labeled + budget) <= AUTO_TYPICALITY_MAX, density-weighted
+# k-center beyond. See BENCHMARKS.md (selection quality) for the measurements behind the number.
+AUTO_TYPICALITY_MAX = 100
+
 STEP_TYPES = ("diversity", "typicality", "weights", "threshold", "balance", "auto")
 INPUTS = ("density", "typicality", "uncertainty", "similarity", "random")
 SHORTHANDS = ("auto", "kcenter", "density-kcenter", "typicality", "density", "uncertainty", "similarity", "random")
