@@ -5,8 +5,6 @@ arithmetic floor. Results go to BENCHMARKS_dedup.md (with machine, date and comm
     python -m benchmarks.dedup speed --n 100000     # CPU: ~2-4 min; exact + clustered + naive
     python -m benchmarks.dedup speed --n 1000000 --device cuda   # on a GPU machine
 
-(Run with -m from the repository root: run as a file, benchmarks/ would be first on sys.path and
-its select.py would shadow the standard library's select module.)
 
 Quality. Distinct images: non-overlapping 128x128 crops of the photos bundled with scikit-image and
 scikit-learn, and, as a separate hard pool, simulated textile images from the

@@ -1,10 +1,10 @@
 """Selection speed: k-center greedy against the widely copied implementation, the per-pick floor,
 the GPU bandwidth floor, and density/typicality at scale.
 
-    python benchmarks/select.py reference      # N=50k, d=512, budget 200 vs a pairwise-distance-per-pick loop
-    python benchmarks/select.py floor          # per-pick time vs one GEMV over the same matrix, N up to 1M
-    python benchmarks/select.py gpu            # N=1M, d=512, budget 5000 in fp16 vs the bandwidth floor (CUDA)
-    python benchmarks/select.py scale --n 200000   # density + typicality time and peak memory
+    python benchmarks/selection.py reference      # N=50k, d=512, budget 200 vs a pairwise-distance-per-pick loop
+    python benchmarks/selection.py floor          # per-pick time vs one GEMV over the same matrix, N up to 1M
+    python benchmarks/selection.py gpu            # N=1M, d=512, budget 5000 in fp16 vs the bandwidth floor (CUDA)
+    python benchmarks/selection.py scale --n 200000   # density + typicality time and peak memory
 
 Data: unit vectors drawn around 200 random directions (embeddings are clustered; pure noise would
 make every distance alike). Each part prints one markdown table with the machine and command.
@@ -12,39 +12,17 @@ make every distance alike). Each part prints one markdown table with the machine
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import platform
+import resource
 import sys
+import time
 
-if __name__ == "select":
-    # Another script in benchmarks/ ran `import select` (torch does, through subprocess) and found this
-    # file, which shares the stdlib module's name: load the real module and hand that over instead.
-    import importlib.machinery
-    import importlib.util
-    import os
+import numpy as np
+import torch
 
-    _here = os.path.dirname(os.path.abspath(__file__))
-    _path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-    _spec = importlib.machinery.PathFinder.find_spec("select", _path)
-    assert _spec is not None and _spec.loader is not None
-    _real = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_real)
-    sys.modules["select"] = _real
-else:
-    import os
-
-    # Run as a script: drop benchmarks/ from the import path so `import select` finds the stdlib one.
-    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-        sys.path.pop(0)
-
-    import argparse
-    import datetime as dt
-    import platform
-    import resource
-    import time
-
-    import numpy as np
-    import torch
-
-    from curate.select.kcenter import kcenter_select
+from curate.select.kcenter import kcenter_select
 
 
 def clustered(n: int, d: int, seed: int = 0, modes: int = 200, spread: float = 0.6) -> np.ndarray:
