@@ -5,9 +5,6 @@ the model-only forward rate and the decode-only rate on the same machine.
     python -m benchmarks.embed --device cuda      # GPU: ViT-B-32, ViT-B-16, ViT-L-14 on N=20,000
     python -m benchmarks.embed --models bench-vit-s:n=1024:b=64 --repeat 2 --json .bench/embed.json
 
-(Run with -m from the repository root: run as a file, benchmarks/ comes first on sys.path and a
-sibling benchmarks/selection.py would shadow the standard library's select module.)
-
 Images: N JPEG files of 500x375 at quality 90, made from the photos that ship with scikit-image
 (random crop of 35-100% of the area, resize, random flip, mild colour/contrast jitter), cached
 under .bench/embed/ (git-ignored). They are read from the page cache, not from a cold disk.
