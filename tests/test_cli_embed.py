@@ -90,3 +90,13 @@ def test_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     # a second demo resumes: nothing is embedded again
     res = _run("demo", "--limit", "300", "--quiet")
     assert "0 embedded, 300 skipped" in res.output
+
+
+def test_cli_help_does_not_import_torch():
+    """`curate --help` must stay instant: command modules load torch only when a command runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, curate.cli; print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"

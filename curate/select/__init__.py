@@ -5,13 +5,38 @@ Array level: `kcenter_greedy` / `kcenter_select` (diversity), `knn_density`, `ty
 Store level: `run_selection` (one labeling round) and `mark_labeled`.
 """
 
-from curate.select.balance import plan_quotas
-from curate.select.compose import Pool, Selection, resolve_auto, select
-from curate.select.config import SelectionConfig, Step, load_config, shorthand
-from curate.select.density import knn_density
-from curate.select.kcenter import kcenter_greedy, kcenter_select
-from curate.select.run import RunResult, SelectError, mark_labeled, run_selection
-from curate.select.typicality import typiclust_select
+# Lazy exports (PEP 562): `curate --help` and the CLI's option parsing import this package, and
+# the strategies pull in torch; load a submodule only when one of its names is used.
+_EXPORTS = {
+    "Pool": "curate.select.compose",
+    "RunResult": "curate.select.run",
+    "SelectError": "curate.select.run",
+    "Selection": "curate.select.compose",
+    "SelectionConfig": "curate.select.config",
+    "Step": "curate.select.config",
+    "kcenter_greedy": "curate.select.kcenter",
+    "kcenter_select": "curate.select.kcenter",
+    "knn_density": "curate.select.density",
+    "load_config": "curate.select.config",
+    "mark_labeled": "curate.select.run",
+    "plan_quotas": "curate.select.balance",
+    "resolve_auto": "curate.select.compose",
+    "run_selection": "curate.select.run",
+    "select": "curate.select.compose",
+    "shorthand": "curate.select.config",
+    "typiclust_select": "curate.select.typicality",
+}
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'curate.select' has no attribute {name!r}")
+
 
 __all__ = [
     "Pool",
