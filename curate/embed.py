@@ -276,7 +276,7 @@ def embed_pool(
     store.ensure_collection(collection)
     store.ensure_encoder(collection, encoder.name, encoder.spec)
     todo, report.skipped, exists = plan(pool, store, collection, encoder.name)
-    previously_failed = {pid for pid, _ in store.payloads(collection, [Condition("failed", "==", True)], []).items()}
+    previously_failed = store.ids_where(collection, [Condition("failed", "==", True)])
     # Points that exist and are fine keep their payload (tags from analyses); only facts are merged.
     merge_ids = exists - previously_failed
     start = time.perf_counter()

@@ -112,7 +112,7 @@ def resolve_set(store: Store, collection: str, ref: str) -> tuple[str, list[str]
     a slice, then as a selection. Unknown names are an error naming what was tried."""
     if ref.startswith("where:"):
         conds = parse_where(ref[len("where:") :])
-        return ref, sorted(store.payloads(collection, conds, []))
+        return ref, sorted(store.ids_where(collection, conds))
     p = Path(ref).expanduser()
     if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
         refs = read_manifest_refs(p)
@@ -122,11 +122,11 @@ def resolve_set(store: Store, collection: str, ref: str) -> tuple[str, list[str]
         return f"manifest {p}", sorted(ids)
     kind, _, name = ref.partition(":") if ref.startswith(("slice:", "selection:")) else ("", "", ref)
     if kind in ("", "slice") and _NAME.match(name):
-        ids = sorted(store.payloads(collection, [Condition(tag_key(name), "==", True)], []))
+        ids = sorted(store.ids_where(collection, [Condition(tag_key(name), "==", True)]))
         if ids or kind == "slice":
             return f"slice {name}", ids
     if kind in ("", "selection"):
-        ids = sorted(store.payloads(collection, [Condition("selection_name", "==", name)], []))
+        ids = sorted(store.ids_where(collection, [Condition("selection_name", "==", name)]))
         if ids or kind == "selection":
             return f"selection {name}", ids
     raise SliceError(
@@ -442,7 +442,7 @@ def save_slice(store: Store, collection: str, sl: Slice, out_dir: str | Path | N
     and write `slice_<name>.csv` atomically."""
     key = tag_key(sl.name)
     store.set_payload(collection, sl.ids, {key: True})
-    before = store.payloads(collection, [Condition(key, "==", True)], [])
+    before = store.ids_where(collection, [Condition(key, "==", True)])
     stale = sorted(set(before) - set(sl.ids))
     if stale:
         store.set_payload(collection, stale, {key: None})

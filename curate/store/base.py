@@ -180,6 +180,10 @@ class Store(ABC):
             out.update(batch)
         return out
 
+    def ids_where(self, collection: str, where: list[Condition] | None) -> set[str]:
+        """Ids of the points matching `where` (no payload fields are fetched)."""
+        return {pid for batch in self.scan_payload(collection, where, fields=[]) for pid, _ in batch}
+
     def load_vectors(
         self,
         collection: str,
@@ -190,9 +194,7 @@ class Store(ABC):
         """All vectors of one encoder (optionally only points matching `where`), sorted by id.
 
         Streams in batches into one preallocated matrix; memory is the matrix itself."""
-        keep: set[str] | None = None
-        if where:
-            keep = {pid for batch in self.scan_payload(collection, where, fields=[]) for pid, _ in batch}
+        keep = self.ids_where(collection, where) if where else None
         n = self.count_vectors(collection, encoder)
         dim = int(self.encoders(collection)[encoder]["dim"])
         mat = np.empty((n, dim), dtype=dtype)

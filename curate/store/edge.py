@@ -103,6 +103,7 @@ class EdgeStore(Store):
         self._lock_file.flush()
         _OPEN_IN_THIS_PROCESS.add(key)
         self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
+        self._caches: dict[tuple[str, str], VectorCache] = {}
 
     # ---- shards ---------------------------------------------------------------------------
     def _dir(self, collection: str) -> Path:
@@ -172,6 +173,8 @@ class EdgeStore(Store):
     def drop_collection(self, collection: str) -> None:
         for key in [k for k in self._shards if k[0] == collection]:
             self._shards.pop(key).close()
+        for key in [k for k in self._caches if k[0] == collection]:
+            del self._caches[key]
         shutil.rmtree(self._dir(collection), ignore_errors=True)
 
     def get_meta(self, collection: str) -> dict[str, Any]:
@@ -213,8 +216,12 @@ class EdgeStore(Store):
             cache.append(ids[lo : lo + _WRITE_BATCH], part)  # after the shard: the cache may lag, never lead
 
     def _cache(self, collection: str, encoder: str) -> VectorCache:
-        dim = int(self.encoders(collection)[encoder]["dim"])
-        return VectorCache(self._dir(collection) / "vector_cache" / check_name("encoder", encoder), dim)
+        key = (collection, encoder)
+        if key not in self._caches:  # the dim comes from meta.json: read it once, not per write batch
+            dim = int(self.encoders(collection)[encoder]["dim"])
+            folder = self._dir(collection) / "vector_cache" / check_name("encoder", encoder)
+            self._caches[key] = VectorCache(folder, dim)
+        return self._caches[key]
 
     def load_vectors(
         self,
@@ -230,7 +237,7 @@ class EdgeStore(Store):
             lambda: self.iter_vectors(collection, encoder),
         )
         if where:
-            keep = {pid for batch in self.scan_payload(collection, where, fields=[]) for pid, _ in batch}
+            keep = self.ids_where(collection, where)
             keep_bytes = {bytes(b) for b in uuid_bytes(sorted(keep))} if keep else set()
             mask = np.fromiter((bytes(r) in keep_bytes for r in raw_ids), dtype=bool, count=len(raw_ids))
             raw_ids, rows = raw_ids[mask], rows[mask]
@@ -291,7 +298,7 @@ class EdgeStore(Store):
     def count(self, collection: str, where: list[Condition] | None = None) -> int:
         native, local = split_conditions(where)
         if local:
-            return sum(len(batch) for batch in self.scan_payload(collection, where, fields=[]))
+            return len(self.ids_where(collection, where))
         return int(self._points(collection).count(qe.CountRequest(exact=True, filter=edge_filter(native))))
 
     def count_vectors(self, collection: str, encoder: str) -> int:
