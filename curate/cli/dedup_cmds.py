@@ -175,7 +175,7 @@ def slice_cmd(
     exclude_near: str = typer.Option(None, "--exclude-near", help="Drop images near this set: a slice or "
                                      "selection name, 'where:EXPR', or a manifest file."),
     exclude_threshold: float = typer.Option(None, "--exclude-threshold", help="Cosine counted as near for "
-                                            "--exclude-near [default: the dedup default of the encoder]."),
+                                            "--exclude-near (default: the dedup default of the encoder)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the slice; write neither tags nor manifest."),
     where: list[str] = WhereOpt,
     out: str = OutOpt,
