@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from curate.dedup import Components, Pool, find_groups, groups_of
 from curate.dedup.near import add_near_edges
 from curate.dedup.run import centered
 from curate.dedup.semdedup import clustered_near_edges, default_clusters
-from curate.device import pick_device, storage_dtype
+from curate.device import cpu_name, pick_device, storage_dtype
 from curate.kernels import as_unit_rows, iter_pairs_above
 
 PERTURBATIONS = ("bytes", "jpeg50", "resize50", "crop5", "bright110")
@@ -53,16 +52,7 @@ THRESHOLDS = (0.90, 0.93, 0.95, 0.97, 0.99)
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    s = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    s = f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     if torch.cuda.is_available():
         s += f", {torch.cuda.get_device_name(0)}"
     return s

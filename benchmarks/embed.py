@@ -75,17 +75,10 @@ SKIMAGE_PHOTOS = (
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from curate.device import cpu_name
+
     cores = len(os.sched_getaffinity(0))
-    text = f"{cpu}, {cores} cores"
+    text = f"{cpu_name()}, {cores} cores"
     try:
         import torch
 

@@ -9,7 +9,6 @@ batch. Our store writes payload and vectors to separate shards, so the ratio sho
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from datetime import date
 import numpy as np
 import qdrant_edge as qe
 
+from curate.device import cpu_name
 from curate.store.base import Store
 from curate.store.edge import EdgeStore
 
@@ -71,7 +71,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"# ingest benchmark, {date.today()}, {platform.processor() or platform.machine()}, "
+    print(f"# ingest benchmark, {date.today()}, {cpu_name()}, "
           f"{__import__('os').cpu_count()} cores, N={n}, d={d}")
     print(f"raw Edge upsert (vectors only, reference): {raw:6.1f} s  {n / raw:9,.0f} points/s")
     print(f"curate vectors upsert:                     {t_vectors:6.1f} s  {n / t_vectors:9,.0f} points/s  "

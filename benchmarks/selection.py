@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import resource
 import sys
 import time
@@ -22,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from curate.device import cpu_name
 from curate.select.kcenter import kcenter_select
 
 
@@ -40,14 +40,8 @@ def clustered(n: int, d: int, seed: int = 0, modes: int = 200, spread: float = 0
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}; "
+    return (f"{cpu_name()}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}; "
             f"{dt.date.today().isoformat()}; `python {' '.join(sys.argv)}`")
 
 

@@ -8,6 +8,7 @@ storage dtype change.
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -26,6 +27,18 @@ def storage_dtype(device: torch.device) -> torch.dtype:
     """Dtype for large embedding matrices: fp16 on GPU (half the bandwidth), fp32 on CPU
     (CPU fp16 matmuls are slow and not more accurate). Accumulation is always fp32."""
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo), for benchmark reports; the architecture elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def free_memory_bytes(device: torch.device) -> int:
