@@ -6,7 +6,6 @@ through sha256, which also covers images that failed to embed).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from curate.files import write_atomic
 from curate.kernels import check_threshold, pairs_above
 from curate.slices import SliceError, resolve_set
 from curate.store import Store
@@ -141,11 +141,6 @@ def leaks_stem(a: str, b: str) -> str:
 
 def write_leaks(report: LeakReport, out_dir: str | Path, stem: str = "leaks") -> list[str]:
     """`<stem>.csv`: every pair (a_id, a_path, b_id, b_path, similarity, exact), written atomically."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem}.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    report.pairs.write_csv(tmp)
-    os.replace(tmp, path)
+    path = write_atomic(Path(out_dir) / f"{stem}.csv", report.pairs.write_csv)
     report.files = [str(path)]
     return report.files

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from curate.files import write_atomic
 from curate.kernels import check_threshold, topk_similarity
 from curate.store import Condition, Store, parse_where
 
@@ -448,11 +449,6 @@ def save_slice(store: Store, collection: str, sl: Slice, out_dir: str | Path | N
         store.set_payload(collection, stale, {key: None})
     store.flush()
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"slice_{sl.name}.csv"
-        tmp = path.with_name(path.name + ".tmp")
-        sl.table.write_csv(tmp)
-        os.replace(tmp, path)
+        path = write_atomic(Path(out_dir) / f"slice_{sl.name}.csv", sl.table.write_csv)
         sl.files = [str(path)]
     return sl

@@ -25,6 +25,7 @@ from curate.cli.common import (
     settings,
     store_from,
 )
+from curate.files import write_atomic
 from curate.store import Condition, StoreError
 
 
@@ -77,9 +78,7 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
     except StoreError as e:
         fail(str(e))
     if errors.height:
-        out = Path(s.out) / s.collection / "errors.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        errors.write_parquet(out)
+        out = write_atomic(Path(s.out) / s.collection / "errors.parquet", errors.write_parquet)
         err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {out}")
     console.print(report.summary(), highlight=False)
     return report
@@ -184,7 +183,7 @@ def errors(
     except StoreError as e:
         fail(str(e))
     if out:
-        (table.write_csv if out.endswith(".csv") else table.write_parquet)(out)
+        write_atomic(out, table.write_csv if out.endswith(".csv") else table.write_parquet)
     if table.height == 0:
         console.print(f"No failed images in {s.collection!r}.")
         return

@@ -8,7 +8,6 @@ without a store; `run_dedup` only adds loading and writing. Nothing here deletes
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from curate.dedup.near import (
 )
 from curate.dedup.semdedup import clustered_near_edges
 from curate.device import pick_device
+from curate.files import write_atomic
 from curate.kernels import check_threshold
 from curate.store import Condition, Store
 
@@ -264,13 +264,6 @@ def _group_table(pool: Pool, groups: list[np.ndarray], keep: str) -> pl.DataFram
 # ------------------------------------------------------------------------------------------------
 # writing results
 # ------------------------------------------------------------------------------------------------
-def _atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Write to a temporary sibling and rename: a crash never leaves a half-written manifest."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[str]:
     """dedup_groups.parquet (the table), dedup_keep.csv (every point not removed) and
     dedup_remove.csv (the duplicates to drop, with their group and similarity)."""
@@ -284,9 +277,9 @@ def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[
     )
     remove_df = result.table.filter(~pl.col("kept")).select("id", "path", "group", "similarity", "match")
     files = [out / "dedup_groups.parquet", out / "dedup_keep.csv", out / "dedup_remove.csv"]
-    _atomic(files[0], lambda p: result.table.write_parquet(p))
-    _atomic(files[1], lambda p: keep_df.write_csv(p))
-    _atomic(files[2], lambda p: remove_df.write_csv(p))
+    write_atomic(files[0], result.table.write_parquet)
+    write_atomic(files[1], keep_df.write_csv)
+    write_atomic(files[2], remove_df.write_csv)
     return [str(f) for f in files]
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from curate.device import pick_device
+from curate.files import write_atomic
 from curate.select.compose import Pool, Selection, select
 from curate.select.config import SelectionConfig
 from curate.select.similarity import resolve_query_ids, text_queries
@@ -257,13 +258,7 @@ def write_manifest(cols: dict[str, list[Any]], paths: list[Path]) -> list[Path]:
 
     df = pl.DataFrame(cols, strict=False)
     for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        if p.suffix.lower() == ".parquet":
-            df.write_parquet(tmp)
-        else:
-            df.write_csv(tmp)
-        os.replace(tmp, p)
+        write_atomic(p, df.write_parquet if p.suffix.lower() == ".parquet" else df.write_csv)
     return paths
 
 

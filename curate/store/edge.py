@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from curate.files import write_atomic
 from curate.store.base import Payload, Store, StoreError, StoreLockedError, chunks
 from curate.store.filters import Condition
 from curate.store.vector_cache import VectorCache, id_order, uuid_bytes, uuid_strings
@@ -184,11 +185,8 @@ class EdgeStore(Store):
         return json.loads(path.read_text())
 
     def set_meta(self, collection: str, meta: dict[str, Any]) -> None:
-        path = self._dir(collection) / "meta.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-        os.replace(tmp, path)  # atomic: a crash leaves the old or the new file, never half
+        text = json.dumps(meta, indent=1, sort_keys=True)
+        write_atomic(self._dir(collection) / "meta.json", lambda tmp: tmp.write_text(text))
 
     def _create_vector_collection(self, collection: str, encoder: str, dim: int) -> None:
         self._vectors(collection, encoder, dim)
