@@ -26,7 +26,8 @@ def _pool(folder, n=12):
         Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
 
 
-def test_embed_info_json_and_errors(tmp_path):
+def test_embed_info_json_and_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     store = str(tmp_path / "store")
     _pool(tmp_path / "pool")
     bad = write_bad_images(tmp_path / "pool" / "bad")
@@ -50,7 +51,9 @@ def test_embed_info_json_and_errors(tmp_path):
     table = pl.read_csv(out)
     assert sorted(table["relpath"].to_list()) == sorted(f"bad/{k}" for k, v in bad.items() if v != "ok")
     assert table["error"].null_count() == 0
-    assert (tmp_path / "curate-out").exists() or True  # cwd-relative; checked in the demo test
+    # the run also left the same list as Parquet under the (cwd-relative) output folder
+    written = pl.read_parquet(tmp_path / "curate-out" / "street" / "errors.parquet")
+    assert sorted(written["relpath"].to_list()) == sorted(table["relpath"].to_list())
 
 
 def test_clear_one_line_errors(tmp_path):
