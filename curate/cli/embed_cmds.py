@@ -252,7 +252,7 @@ def index(
     """Build the HNSW index for one encoder's vectors (for fast ANN queries from other tools).
 
     curate's own analyses scan vectors exactly with torch and never need it, so ingest does not
-    build it (about 230 s per 100k x 512 on 2 cores).
+    build it (building an HNSW graph is slow on a CPU).
 
     Example: curate index --collection street --encoder clip_ViT-B-32_laion2b_s34b_b79k
     """
