@@ -139,7 +139,8 @@ def labeled_cmd(
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     try:
         with store_from(s) as st:
-            changed, same = mark_labeled(st, s.collection, file, unset=unset)
+            changed, same = mark_labeled(st, s.collection, file, unset=unset,
+                                         log=lambda m: err_console.print(f"[yellow]warning:[/] {m}", highlight=False))
     except (ValueError, StoreError) as e:
         fail(str(e))
     state = "unlabeled" if unset else "labeled"

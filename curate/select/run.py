@@ -5,10 +5,11 @@ A round:
   2. candidates = points with a vector, matching `where`, not failed, not duplicates (unless
      asked), not labeled and not picked in an earlier round; labeled and earlier-picked points
      are the existing centers (whatever `where` says: they are in the training set either way);
-  3. select; 4. write the manifest (CSV and/or Parquet, atomically); 5. tag the picks in the store
-     (`selected_round`, `selection_name`); 6. optionally export symlinks/copies for a labeling tool.
-The manifest is written before the store is tagged, so a crash never leaves tagged points
-without a manifest naming them.
+  3. select; 4. record the round as pending in the store metadata; 5. write the manifest (CSV
+     and/or Parquet, atomically); 6. tag the picks in the store (`selected_round`,
+     `selection_name`); 7. optionally export symlinks/copies for a labeling tool; 8. mark the
+     round complete. A round killed anywhere in 4-8 is finished or rolled back by the next
+     command that touches selection (rounds.py), so it is all or nothing.
 
 `mark_labeled` sets `labeled: true` from a manifest of ids or paths; later rounds exclude those
 images and use them as centers.
@@ -31,14 +32,23 @@ from curate.device import pick_device
 from curate.files import write_atomic
 from curate.select.compose import Pool, Selection, select
 from curate.select.config import SelectionConfig
+from curate.select.rounds import (
+    SELECTED_ROUND,
+    SELECTION_NAME,
+    begin_round,
+    complete_round,
+    pause_point,
+    pending_round,
+    resolve_pending,
+    tag_round,
+    used_rounds,
+)
 from curate.select.similarity import resolve_query_ids, text_queries
 from curate.select.tensors import unit_rows
 from curate.select.uncertainty import load_predictions, match_predictions
 from curate.store import Store, parse_where
 
 LABELED = "labeled"
-SELECTED_ROUND = "selected_round"
-SELECTION_NAME = "selection_name"
 BASE_FIELDS = ["path", "relpath", "failed", "is_duplicate", LABELED, SELECTED_ROUND, SELECTION_NAME]
 
 
@@ -109,6 +119,15 @@ def run_selection(
         raise SelectError(f"--export-mode must be symlink or copy, not {export_mode!r}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     enc = store.require_encoder(collection, encoder)
+    pending: set[str] = set()
+    notes: list[str] = []
+    if not dry_run:
+        if (done := resolve_pending(store, collection, None, export_files)) is not None:
+            notes.append(done)
+    elif (p := pending_round(store, collection)) is not None:  # a dry run writes nothing: count it as picked
+        pending = set(p["ids"])
+        notes.append(f"round {p['name']!r} was interrupted; the next select, labeled, unselect or export "
+                     "finishes it (this dry run treats its picks as taken)")
     payloads = store.payloads(collection, fields=_needed_fields(cfg))
     if not payloads:
         raise SelectError(f"collection {collection!r} is empty; run 'curate embed' first")
@@ -128,7 +147,7 @@ def run_selection(
         if _is_true(p.get("failed")):
             n_failed += 1
             continue
-        if _is_true(p.get(LABELED)) or p.get(SELECTED_ROUND) is not None:
+        if _is_true(p.get(LABELED)) or p.get(SELECTED_ROUND) is not None or pid in pending:
             center[i] = True
         elif not cfg.include_duplicates and _is_true(p.get("is_duplicate")):
             n_dup += 1
@@ -183,26 +202,33 @@ def run_selection(
     sel = select(pool, cfg, budget, device=dev, log=say)
     picked = [pool_ids[i] for i in sel.indices]
 
-    used = [p.get(SELECTED_ROUND) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
-    rnd = int(max(used)) + 1 if used else 1
+    # round numbers are never reused (an unselected round keeps its number in the metadata)
+    meta_max, taken = used_rounds(store, collection)
+    used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
+    rnd = max([meta_max, *used]) + 1
     name = cfg.name or f"round-{rnd}"
-    taken = {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
+    taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
     if cfg.name and cfg.name in taken:
         raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
 
     rows = _manifest_rows(picked, sel, payloads, rnd, name)
-    manifests = write_manifest(rows, _manifest_paths(out, out_dir, name))
+    paths = _manifest_paths(out, out_dir, name)
     exported = 0
-    if not dry_run:
-        if picked:
-            store.set_payload(collection, picked, {SELECTED_ROUND: rnd, SELECTION_NAME: name})
-            store.flush()
+    if dry_run:
+        manifests = write_manifest(rows, paths)
+    else:
+        export = {"dir": str(Path(export_dir).resolve()), "mode": export_mode} if export_dir is not None else None
+        begin_round(store, collection, rnd, name, picked, paths, export)
+        manifests = write_manifest(rows, paths)
+        tag_round(store, collection, picked, rnd, name)
         if export_dir is not None:
             exported, missing = export_files(rows, Path(export_dir), export_mode)
             if missing:
                 sel.messages.append(f"export: {missing} source files not found (moved or deleted?)")
+        pause_point("complete")
+        complete_round(store, collection)
     return RunResult(rnd, name, sel.strategy, budget, n_cand, n_cent, picked, rows["path"], manifests, sel,
-                     exported, dry_run, list(sel.messages))
+                     exported, dry_run, notes + list(sel.messages))
 
 
 def _check_balance_keys(store: Store, collection: str, keys: list[str], payloads: dict[str, dict[str, Any]]) -> None:
@@ -259,16 +285,19 @@ def write_manifest(cols: dict[str, list[Any]], paths: list[Path]) -> list[Path]:
     df = pl.DataFrame(cols, strict=False)
     for p in paths:
         write_atomic(p, df.write_parquet if p.suffix.lower() == ".parquet" else df.write_csv)
+        pause_point("manifest")
     return paths
 
 
-def export_files(cols: dict[str, list[Any]], dest: Path, mode: str = "symlink") -> tuple[int, int]:
+def export_files(cols: Any, dest: Path, mode: str = "symlink") -> tuple[int, int]:
     """Symlink (default, no copies of the pool) or copy the picks as `<rank>_<name>`; returns
-    (exported, missing sources)."""
+    (exported, missing sources). `cols`: manifest columns (a mapping or a DataFrame). Redoing an
+    export replaces its links, so an interrupted export can simply be run again."""
     dest.mkdir(parents=True, exist_ok=True)
     done = missing = 0
-    width = max(5, len(str(len(cols["rank"]))))
-    for rank, src in zip(cols["rank"], cols["path"], strict=True):
+    ranks = [int(r) for r in cols["rank"]]
+    width = max(5, len(str(len(ranks))))
+    for rank, src in zip(ranks, cols["path"], strict=True):
         if not src or not Path(src).is_file():
             missing += 1
             continue
@@ -280,6 +309,8 @@ def export_files(cols: dict[str, list[Any]], dest: Path, mode: str = "symlink") 
         else:
             target.symlink_to(Path(src).resolve())
         done += 1
+        if done == 1:
+            pause_point("export")
     return done, missing
 
 
@@ -333,10 +364,12 @@ def resolve_references(kind: str, values: list[str], payloads: dict[str, dict[st
     return list(dict.fromkeys(out))
 
 
-def mark_labeled(store: Store, collection: str, file: str | os.PathLike, *, unset: bool = False) -> tuple[int, int]:
+def mark_labeled(store: Store, collection: str, file: str | os.PathLike, *, unset: bool = False,
+                 log: Callable[[str], None] | None = None) -> tuple[int, int]:
     """Mark (or unmark) the images listed in `file` as labeled. Returns (changed, already so)."""
     if not store.has_collection(collection):
         raise SelectError(f"collection {collection!r} not found in {store.location}")
+    resolve_pending(store, collection, log, export_files)
     payloads = store.payloads(collection, fields=["path", "relpath", LABELED])
     kind, values = read_reference_list(file)
     if not values:
