@@ -78,8 +78,8 @@ def test_two_rounds_with_labeled_images_as_centers(env) -> None:
     res = cli(store, "select", "--budget", "10", "--strategy", "kcenter", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "selected 10 of 110 candidates as 'round-1'" in res.output
-    csv = pl.read_csv(tmp / "curate-out" / "round-1.csv")
-    pq = pl.read_parquet(tmp / "curate-out" / "round-1.parquet")
+    csv = pl.read_csv(tmp / "curate-out" / "pool" / "round-1.csv")
+    pq = pl.read_parquet(tmp / "curate-out" / "pool" / "round-1.parquet")
     assert csv["id"].to_list() == pq["id"].to_list() and csv["rank"].to_list() == list(range(1, 11))
     assert set(csv.columns) >= {"id", "path", "rank", "strategy", "distance", "round", "selection_name"}
     # reference: k-center over the 110 candidates (failed have no vector, duplicates excluded)
@@ -90,14 +90,14 @@ def test_two_rounds_with_labeled_images_as_centers(env) -> None:
     pay = _payloads(store)
     assert {u for u, p in pay.items() if p.get("selected_round") == 1} == set(csv["id"].to_list())
 
-    res = cli(store, "labeled", str(tmp / "curate-out" / "round-1.csv"))
+    res = cli(store, "labeled", str(tmp / "curate-out" / "pool" / "round-1.csv"))
     assert res.exit_code == 0 and "marked 10 image(s) as labeled" in res.output, res.output
-    res = cli(store, "labeled", str(tmp / "curate-out" / "round-1.csv"))
+    res = cli(store, "labeled", str(tmp / "curate-out" / "pool" / "round-1.csv"))
     assert "marked 0 image(s)" in res.output and "10 already were" in res.output
 
     res = cli(store, "select", "--budget", "10", "--strategy", "kcenter", "--device", "cpu")
     assert res.exit_code == 0, res.output
-    second = pl.read_csv(tmp / "curate-out" / "round-2.csv")["id"].to_list()
+    second = pl.read_csv(tmp / "curate-out" / "pool" / "round-2.csv")["id"].to_list()
     assert not set(second) & set(csv["id"].to_list())
     rows = [i for i, u in enumerate(pid) if ids.index(u) >= 10]  # candidates + round-1 centers
     sub = pX[rows]
@@ -133,7 +133,8 @@ def test_balance_where_export_name_and_dry_run(env) -> None:
     res = cli(store, "select", "-n", "5", "--strategy", "random", "--seed", "4", "--dry-run", "--out",
               str(tmp / "b.csv"), "--device", "cpu")
     assert _payloads(store) == before
-    assert pl.read_csv(tmp / "a.csv")["id"].to_list() == pl.read_csv(tmp / "b.csv")["id"].to_list()
+    assert pl.read_csv(tmp / "a.preview.csv")["id"].to_list() == pl.read_csv(tmp / "b.preview.csv")["id"].to_list()
+    assert not (tmp / "a.csv").exists()
 
 
 def test_uncertainty_predictions_by_path_and_config_file(env) -> None:
@@ -146,7 +147,7 @@ def test_uncertainty_predictions_by_path_and_config_file(env) -> None:
               "--uncertainty", "least_confidence", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "50 candidates have no prediction" in res.output
-    got = pl.read_csv(tmp / "curate-out" / "round-1.csv")
+    got = pl.read_csv(tmp / "curate-out" / "pool" / "round-1.csv")
     lc = (1 - probs.max(1)) * 1.5
     want = np.argsort(-lc, kind="stable")[:5] + 10
     assert got["path"].to_list() == [str(tmp / "img" / f"im{i:03d}.jpg") for i in want]
@@ -158,7 +159,7 @@ def test_uncertainty_predictions_by_path_and_config_file(env) -> None:
     )
     res = cli(store, "select", "--config", "sel.yaml", "--device", "cpu", "--quiet")
     assert res.exit_code == 0, res.output
-    got = pl.read_csv(tmp / "curate-out" / "round-2.csv")
+    got = pl.read_csv(tmp / "curate-out" / "pool" / "round-2.csv")
     assert len(got) == 6 and (got["width"] >= 100).all() and got["strategy"][0] == "custom"
 
 
@@ -199,7 +200,7 @@ def test_fraction_and_labeled_from_text_file(env) -> None:
     res = cli(store, "select", "--fraction", "0.1", "--device", "cpu", "--quiet")
     assert res.exit_code == 0, res.output
     assert "selected 10 of 99 candidates" in res.output  # 0.1 x 99 -> 10
-    got = set(pl.read_csv(tmp / "curate-out" / "round-1.csv")["id"].to_list())
+    got = set(pl.read_csv(tmp / "curate-out" / "pool" / "round-1.csv")["id"].to_list())
     assert ids[30] not in got and not {ids[i] for i in range(10, 20)} & got
     res = cli(store, "labeled", "l.txt", "--unset")
     assert "marked 11 image(s) as unlabeled" in res.output
@@ -216,12 +217,12 @@ def test_similarity_query_by_path_and_duplicates_flag(env) -> None:
     res = cli(store, "select", "-n", "4", "--strategy", "similarity", "--similar-to", "im050.jpg",
               "--similar-to", ids[60], "--dry-run", "--device", "cpu", "--quiet")
     assert res.exit_code == 0, res.output
-    got = pl.read_csv(tmp / "curate-out" / "round-1.csv")
+    got = pl.read_csv(tmp / "curate-out" / "pool" / "round-1.preview.csv")
     sims = np.maximum(X[10:] @ X[50], X[10:] @ X[60])  # candidates: rows 10.. (failed, duplicates excluded)
     want = [ids[10 + i] for i in np.argsort(-sims, kind="stable")[:4]]
     assert got["id"].to_list() == want and got["id"][0] in (ids[50], ids[60])
     res = cli(store, "select", "-n", "116", "--strategy", "random", "--include-duplicates", "--dry-run",
               "--device", "cpu", "--quiet")
     assert res.exit_code == 0, res.output
-    got = set(pl.read_csv(tmp / "curate-out" / "round-1.csv")["id"].to_list())
+    got = set(pl.read_csv(tmp / "curate-out" / "pool" / "round-1.preview.csv")["id"].to_list())
     assert got == set(ids[4:])  # every point with a vector, duplicates included; failed never

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_select_cli import _make_store, _payloads, cli
+from test_select_cli import _make_store, _payloads, cli, runner
 
+from curate.cli import app
 from curate.select.rounds import pending_round
 from curate.store import open_store
 
@@ -57,7 +58,7 @@ def test_kill_9_during_a_round_is_finished_or_rolled_back(env, stage, finished) 
     tmp, store, ids = env
     exp = tmp / "to_label"
     _killed_select(tmp, store, stage, "-n", "30", "--strategy", "random", "--export-dir", str(exp))
-    csv, pq = tmp / "curate-out" / "round-1.csv", tmp / "curate-out" / "round-1.parquet"
+    csv, pq = tmp / "curate-out" / "pool" / "round-1.csv", tmp / "curate-out" / "pool" / "round-1.parquet"
     with open_store(str(store)) as st:
         pend = pending_round(st, "pool")
     assert pend is not None and len(pend["ids"]) == 30
@@ -67,7 +68,7 @@ def test_kill_9_during_a_round_is_finished_or_rolled_back(env, stage, finished) 
 
     res = cli(store, "select", "-n", "10", "--strategy", "random", "--seed", "1", "--device", "cpu", "--quiet")
     assert res.exit_code == 0, res.output
-    second = set(pl.read_csv(tmp / "curate-out" / "round-2.csv")["id"].to_list()) if finished else \
+    second = set(pl.read_csv(tmp / "curate-out" / "pool" / "round-2.csv")["id"].to_list()) if finished else \
         set(pl.read_csv(csv)["id"].to_list())
     with open_store(str(store)) as st:
         assert pending_round(st, "pool") is None
@@ -82,7 +83,7 @@ def test_kill_9_during_a_round_is_finished_or_rolled_back(env, stage, finished) 
         assert "rolled back the interrupted selection round 'round-1'" in res.output
         # round-1 is absent: the new round took its number and its manifest names only new picks
         assert _round_ids(store, "round-1") == second and len(second) == 10
-        assert not any(p.name.endswith(".tmp") for p in (tmp / "curate-out").iterdir())
+        assert not any(p.name.endswith(".tmp") for p in (tmp / "curate-out" / "pool").iterdir())
         assert sum(p.get("selected_round") is not None for p in _payloads(store).values()) == 10
 
 
@@ -94,10 +95,35 @@ def test_labeled_and_dry_run_see_a_pending_round(env) -> None:
     # a dry run writes nothing, but does not hand out the pending round's images again
     res = cli(store, "select", "-n", "90", "--strategy", "random", "--dry-run", "--device", "cpu", "--quiet")
     assert res.exit_code == 0 and "was interrupted" in res.output, res.output
-    assert not set(pl.read_csv(tmp / "curate-out" / "round-2.csv")["id"].to_list()) & killed
+    assert not set(pl.read_csv(tmp / "curate-out" / "pool" / "round-2.preview.csv")["id"].to_list()) & killed
     with open_store(str(store)) as st:
         assert pending_round(st, "pool") is not None
     (tmp / "l.txt").write_text("im050.jpg\n")
     res = cli(store, "labeled", "l.txt")
     assert res.exit_code == 0 and "finished the interrupted selection round" in res.output, res.output
     assert _round_ids(store, "round-1") == killed
+
+
+def test_manifests_per_collection_and_dry_run_writes_a_preview_only(env) -> None:
+    tmp, store, ids = env
+    with open_store(str(store)) as st:  # a second collection with the same points
+        st.ensure_collection("other")
+        st.ensure_encoder("other", "enc", {"family": "test", "dim": 8})
+        pay = st.payloads("pool")
+        st.upsert_points("other", list(pay), list(pay.values()))
+        keep, X = st.load_vectors("pool", "enc")
+        st.upsert_vectors("other", "enc", keep, X)
+        st.flush()
+    args = ["select", "-n", "5", "--strategy", "random", "--device", "cpu", "--quiet", "--store", str(store)]
+    res = runner.invoke(app, [*args, "-c", "pool", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    out = tmp / "curate-out"
+    assert sorted(p.name for p in (out / "pool").iterdir()) == ["round-1.preview.csv", "round-1.preview.parquet"]
+    preview = pl.read_csv(out / "pool" / "round-1.preview.csv")["id"].to_list()
+    assert runner.invoke(app, [*args, "-c", "pool", "--seed", "3"]).exit_code == 0
+    assert runner.invoke(app, [*args, "-c", "other", "--seed", "4"]).exit_code == 0
+    first = pl.read_csv(out / "pool" / "round-1.csv")["id"].to_list()
+    other = pl.read_csv(out / "other" / "round-1.csv")["id"].to_list()
+    assert first != other  # two collections' round-1 no longer replace each other
+    assert _round_ids(store, "round-1") == set(first)  # the dry run did not use up round 1
+    assert pl.read_csv(out / "pool" / "round-1.preview.csv")["id"].to_list() == preview

@@ -55,10 +55,11 @@ def select_cmd(
     seed: int = typer.Option(None, "--seed", help="Seed for k-means and random (default 0)."),
     name: str = typer.Option(None, "--name", help="Name of this selection (default round-N)."),
     out: str = typer.Option(None, "--out", "-o", help="Manifest file (.csv or .parquet) or folder; default "
-                            "both formats under ./curate-out/."),
+                            "both formats under ./curate-out/COLLECTION/."),
     export_dir: str = typer.Option(None, "--export-dir", help="Also put the picked files here for a labeling tool."),
     export_mode: str = typer.Option("symlink", "--export-mode", help="symlink (default) or copy."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Write the manifest only; do not tag the store or export."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Preview: write NAME.preview.csv/.parquet only; do not "
+                               "tag the store, export or use up a round number."),
     collection: str = CollectionOpt,
     encoder: str = EncoderOpt,
     store: str = StoreOpt,
@@ -132,7 +133,7 @@ def labeled_cmd(
 ) -> None:
     """Mark images as labeled: later selection rounds skip them and treat them as covered.
 
-    Example: curate labeled curate-out/round-1.csv --collection street
+    Example: curate labeled curate-out/street/round-1.csv --collection street
     """
     from curate.select.run import mark_labeled
 

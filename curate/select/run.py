@@ -106,7 +106,7 @@ def run_selection(
     encoder: str | None = None,
     device: str | torch.device | None = None,
     out_dir: str | os.PathLike = "curate-out",
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,  # a manifest file or a folder (instead of out_dir/collection)
     export_dir: str | os.PathLike | None = None,
     export_mode: str = "symlink",
     dry_run: bool = False,
@@ -212,7 +212,7 @@ def run_selection(
         raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
 
     rows = _manifest_rows(picked, sel, payloads, rnd, name)
-    paths = _manifest_paths(out, out_dir, name)
+    paths = manifest_paths(out, out_dir, collection, name, dry_run)
     exported = 0
     if dry_run:
         manifests = write_manifest(rows, paths)
@@ -268,14 +268,19 @@ def _manifest_rows(
     return cols
 
 
-def _manifest_paths(out: str | os.PathLike | None, out_dir: str | os.PathLike, name: str) -> list[Path]:
-    if out is not None:
-        p = Path(out)
-        if p.suffix.lower() in (".csv", ".parquet"):
-            return [p]
-        return [p / f"{name}.csv", p / f"{name}.parquet"]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return [Path(out_dir) / f"{safe}.csv", Path(out_dir) / f"{safe}.parquet"]
+def manifest_paths(out: str | os.PathLike | None, out_dir: str | os.PathLike, collection: str, name: str,
+                   dry_run: bool = False) -> list[Path]:
+    """Where a round's manifest goes: `--out FILE`, else `<name>.csv` and `.parquet` in `--out DIR` or
+    in `<out_dir>/<collection>/` (one folder per collection, as dedup and slice). A dry run writes
+    `<stem>.preview<suffix>` instead, so it never replaces a real round's manifest."""
+    if out is not None and Path(out).suffix.lower() in (".csv", ".parquet"):
+        paths = [Path(out)]
+    else:
+        folder = Path(out) if out is not None else Path(out_dir) / collection
+        paths = [folder / f"{name}.csv", folder / f"{name}.parquet"]
+    if dry_run:
+        paths = [p.with_name(f"{p.stem}.preview{p.suffix}") for p in paths]
+    return paths
 
 
 def write_manifest(cols: dict[str, list[Any]], paths: list[Path]) -> list[Path]:
