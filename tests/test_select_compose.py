@@ -23,7 +23,9 @@ def _pool(n=160, d=6, seed=0, n_centers=5, **extra) -> Pool:
     center = np.zeros(n, bool)
     center[rng.choice(n, n_centers, replace=False)] = True
     payloads = [{"weather": ["sun", "rain", "snow"][i % 3], "sharp": float(i % 7)} for i in range(n)]
-    return Pool(X, ~center, center, payloads, **extra)
+    # ids in row order: the canonical order (see compose.canonical_order) is the given one, so the
+    # row-index references below apply as they are
+    return Pool(X, ~center, center, payloads, ids=[f"p{i:06d}" for i in range(n)], **extra)
 
 
 def _cfg(strategy: str, **kw) -> SelectionConfig:

@@ -11,6 +11,12 @@ Multiplying objectives makes their scales irrelevant (argmax of c * f is argmax 
 need no normalization, only to be >= 0: similarity enters as (1 + cos) / 2.
 
 `--strategy auto` (the default) resolves by budget; see `resolve_auto`.
+
+Row order never matters: `select` first puts the rows in a canonical order (by id when the pool has
+ids, else by a hash of each vector's bytes), runs there, and maps the picks back. So every seeded
+choice (k-means++ seeds, samples, the random input) and every tie-break ("lowest row") is a
+function of the vectors, ids, payload and seed, and the API on vectors in file order picks the
+same images as the CLI on the store (which reads points sorted by id).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Pool:
     payloads: list[dict[str, Any]]
     uncertainty: np.ndarray | None = None  # per row, NaN = no prediction
     query: np.ndarray | None = None  # (q, d) query vectors for the similarity input
+    ids: list[str] | None = None  # point ids: the canonical row order (see module doc)
 
 
 @dataclass
@@ -115,6 +122,44 @@ def _weight_value(name: str, v: np.ndarray) -> np.ndarray:
     return v
 
 
+def canonical_order(pool: Pool) -> np.ndarray:
+    """Row permutation that sorts the pool by id, or (no ids) by a hash of each row's float bits,
+    ties (identical vectors) by payload text and then row. Integer hashing is exact, so the key
+    of a row never depends on where the row sits."""
+    n = len(pool.X)
+    if pool.ids is not None:
+        if len(pool.ids) != n:
+            raise ValueError(f"pool has {n} vectors but {len(pool.ids)} ids")
+        ids = np.asarray([str(i) for i in pool.ids])
+        order = np.argsort(ids, kind="stable")
+        if n > 1 and (ids[order[1:]] == ids[order[:-1]]).any():
+            raise ValueError("pool ids must be unique")
+        return order
+    return np.lexsort((np.arange(n), [repr(sorted(p.items())) for p in pool.payloads], row_hash(pool.X)))
+
+
+def row_hash(X: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's float32 bits (wrap-around integer arithmetic), in row chunks."""
+    bits = np.ascontiguousarray(X, dtype=np.float32).view(np.uint32)
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=bits.shape[1], dtype=np.uint64) | np.uint64(1)
+    out = np.empty(len(bits), dtype=np.uint64)
+    step = max(1, (1 << 24) // max(1, bits.shape[1]))
+    with np.errstate(over="ignore"):
+        for r0 in range(0, len(bits), step):
+            b = bits[r0 : r0 + step].astype(np.uint64)
+            out[r0 : r0 + step] = ((b ^ (b >> np.uint64(7))) * mult).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def _permuted(pool: Pool, order: np.ndarray) -> Pool:
+    def take(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.asarray(a)[order]
+
+    return Pool(np.ascontiguousarray(pool.X[order]), pool.candidate[order], pool.center[order],
+                [pool.payloads[i] for i in order], take(pool.uncertainty), pool.query,
+                None if pool.ids is None else [pool.ids[i] for i in order])
+
+
 def select(
     pool: Pool,
     cfg: SelectionConfig,
@@ -123,7 +168,24 @@ def select(
     device: torch.device,
     log: Callable[[str], None] | None = None,
 ) -> Selection:
-    """Run the composed selection. Never returns fewer than `budget` picks without a message."""
+    """Run the composed selection on the pool in canonical row order; indices refer to `pool`'s rows.
+    Never returns fewer than `budget` picks without a message."""
+    order = canonical_order(pool)
+    if np.array_equal(order, np.arange(len(order))):  # already canonical (the store path): no copy
+        return _select(pool, cfg, budget, device=device, log=log)
+    sel = _select(_permuted(pool, order), cfg, budget, device=device, log=log)
+    sel.indices = order[sel.indices].astype(np.int64)
+    return sel
+
+
+def _select(
+    pool: Pool,
+    cfg: SelectionConfig,
+    budget: int,
+    *,
+    device: torch.device,
+    log: Callable[[str], None] | None = None,
+) -> Selection:
     say = log or (lambda _m: None)
     steps = list(cfg.steps)
     label = cfg.strategy

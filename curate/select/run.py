@@ -198,7 +198,8 @@ def run_selection(
 
     pool_x = X[keep]  # a copy; the full matrix is released before selection starts
     del X
-    pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query)
+    pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query,
+                ids=pool_ids)
     sel = select(pool, cfg, budget, device=dev, log=say)
     picked = [pool_ids[i] for i in sel.indices]
 
