@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,17 +43,29 @@ def progress_bar(quiet: bool) -> Progress:
     )
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$", re.IGNORECASE)
+
+
+def check_device(device: str) -> None:
+    """The device name's syntax, without importing torch (availability is checked later)."""
+    if not _DEVICE.match(device):
+        fail(f"--device {device}: use auto, cpu, cuda or cuda:N (or set CURATE_DEVICE)")
+
+
 def run_embed(source: str, s, model: str, pretrained: str | None, root: str | None, batch_size: int,
               workers: int | None, decode_timeout: float, gpu_decode: str, quiet: bool):
     """Shared by `embed` and `demo`: discover, load the encoder, embed, write the error file."""
-    from curate.embed import EmbedOptions, embed_pool, failures_table
-    from curate.encoders import EncoderError, load_encoder
     from curate.sources import SourceError, discover
 
+    # Everything a user can get wrong is checked before torch and the model load (seconds).
+    check_device(s.device)
     try:
         pool = discover(source, root)
     except SourceError as e:
         fail(str(e))
+    from curate.embed import EmbedOptions, embed_pool, failures_table
+    from curate.encoders import EncoderError, load_encoder
+
     try:
         encoder = load_encoder(model, pretrained, device=s.device)
     except (EncoderError, ValueError) as e:
