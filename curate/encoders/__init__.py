@@ -1,8 +1,10 @@
 """Encoders: one small interface (`Encoder`), one file per family.
 
 Model strings: "pixels" -> the 16x16 thumbnail baseline; "timm:<arch>[.<tag>]" -> a timm
-backbone; anything else -> an open_clip architecture (default ViT-B-32 / laion2b_s34b_b79k).
-`pretrained` is a tag of that family or a path to a local checkpoint file.
+backbone; "torchvision:<arch>" -> a torchvision classifier's pooled features; "ssl:<folder>" ->
+an encoder trained by `curate train-encoder`; anything else -> an open_clip architecture
+(default ViT-B-32 / laion2b_s34b_b79k). `pretrained` is a tag of that family or a path to a
+local checkpoint file. Local checkpoints load weights-only and must fill every tensor.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def _device(device: str | torch.device | None) -> torch.device:
 def _family(model: str) -> str:
     if model in ("pixels", "pixels16"):
         return "pixels"
-    if model.startswith("timm:"):
-        return "timm"
+    for family in ("timm", "torchvision", "ssl"):
+        if model.startswith(f"{family}:"):
+            return family
     return "open_clip"
 
 
@@ -48,6 +51,14 @@ def load_encoder(
         from . import timm_encoder
 
         return timm_encoder.TimmEncoder(timm_encoder.resolve_weights(model, pretrained), dev)
+    if family == "torchvision":
+        from . import torchvision_encoder
+
+        return torchvision_encoder.TorchvisionEncoder(torchvision_encoder.resolve_weights(model, pretrained), dev)
+    if family == "ssl":
+        from . import ssl_encoder
+
+        return ssl_encoder.SSLEncoder(ssl_encoder.resolve_weights(model, pretrained), dev)
     from . import open_clip_encoder
 
     return open_clip_encoder.OpenClipEncoder(open_clip_encoder.resolve_weights(model, pretrained), dev)
@@ -59,8 +70,10 @@ def encoder_from_spec(spec: dict, device: str | torch.device | None = None) -> E
     family = spec.get("family")
     if family == "pixels":
         enc: Encoder = load_encoder("pixels", None, device)
-    elif family == "timm":
-        enc = load_encoder(f"timm:{spec['model']}", spec.get("pretrained"), device)
+    elif family in ("timm", "torchvision"):
+        enc = load_encoder(f"{family}:{spec['model']}", spec.get("pretrained"), device)
+    elif family == "ssl":
+        enc = load_encoder(f"ssl:{spec['pretrained']}", None, device)
     elif family == "open_clip":
         enc = load_encoder(spec["model"], spec.get("pretrained"), device)
     else:
@@ -86,6 +99,10 @@ def weights_available(model: str = DEFAULT_MODEL, pretrained: str | None = None)
     try:
         if family == "timm":
             from . import timm_encoder as family_module
+        elif family == "torchvision":
+            from . import torchvision_encoder as family_module
+        elif family == "ssl":
+            from . import ssl_encoder as family_module
         else:
             from . import open_clip_encoder as family_module
         weights = family_module.resolve_weights(model, pretrained)

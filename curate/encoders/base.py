@@ -69,8 +69,63 @@ def file_sha256(path: str | Path) -> str:
 
 
 def checkpoint_label(path: str | Path, sha: str) -> str:
-    """File stem + first 8 hex of its sha256: two different files never share a vector name."""
-    return f"{Path(path).stem}-{sha[:8]}"
+    """File stem + first 8 hex of its sha256, so two different files never share a vector name.
+    Stems that already carry that prefix (torchvision names its files `arch-<sha256[:8]>.pth`)
+    keep it once instead of twice."""
+    stem = Path(path).stem
+    return stem if sha[:8].lower() in stem.lower() else f"{stem}-{sha[:8]}"
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, loaded weights-only (no pickled code runs). Unwraps the
+    usual containers ({"state_dict": ...}, {"model": ...}) and DataParallel's `module.` prefix."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickled objects, truncated files, not a checkpoint
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise EncoderError(f"cannot read {path} as a weights-only checkpoint: {first}") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise EncoderError(f"{path} holds no state dict of tensors; pass a model's weights file")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def _needed(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor a checkpoint must provide; BatchNorm's step counter is optional (old
+    checkpoints lack it and torch fills it in)."""
+    return {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def tensors_matched(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[int, int, list[str]]:
+    """(how many of the model's tensors the checkpoint provides with the right shape, how many
+    the model has, the names of the first few it lacks)."""
+    need = _needed(model)
+    missing = [k for k, v in need.items() if k not in state_dict or tuple(state_dict[k].shape) != tuple(v.shape)]
+    return len(need) - len(missing), len(need), missing[:3]
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, what: str) -> None:
+    """Load `state_dict` into `model`, refusing unless it fills every tensor (extra tensors, such
+    as a classifier head the encoder drops, are ignored): a partial load would embed with random
+    weights and look like it worked."""
+    matched, total, missing = tensors_matched(model, state_dict)
+    if matched < total:
+        raise EncoderError(
+            f"checkpoint {source} fills {matched} of {total} tensors of {what} (missing e.g. {', '.join(missing)}); "
+            "it was saved from another architecture or library: pass the weights file of this model"
+        )
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
 
 
 def local_checkpoint(value: str) -> Path:

@@ -27,6 +27,7 @@ from .base import (
     require_online,
     safetensors_first,
     slug,
+    tensors_matched,
 )
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -117,6 +118,21 @@ def _fetch(w: Weights) -> str:
     return path
 
 
+def _mismatch(model: str, checkpoint: str, e: Exception) -> str:
+    """open_clip loads strictly; say how much of the checkpoint fits, not its whole key list."""
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    try:
+        bare = _open_clip().create_model(model, pretrained=None)
+        sd = _open_clip().factory.load_state_dict(checkpoint, weights_only=True)
+        matched, total, _ = tensors_matched(bare, sd)
+    except Exception:  # noqa: BLE001 - not even readable: the loader's own message says why
+        return f"cannot load {checkpoint} into open_clip {model}: {first}"
+    return (
+        f"checkpoint {checkpoint} fills {matched} of {total} tensors of open_clip {model}; "
+        "pass the weights file of this model"
+    )
+
+
 class OpenClipEncoder(Encoder):
     """An open_clip image+text model; vectors of image and text share one space."""
 
@@ -138,8 +154,7 @@ class OpenClipEncoder(Encoder):
                 image_resize_mode=cfg.get("resize_mode"),
             )
         except Exception as e:  # noqa: BLE001 - e.g. a checkpoint of another architecture
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise EncoderError(f"cannot load {checkpoint} into open_clip {weights.model}: {first}") from e
+            raise EncoderError(_mismatch(weights.model, checkpoint, e)) from e
         model.eval()
         self.model = model
         self.model_name = weights.model

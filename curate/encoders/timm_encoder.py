@@ -21,11 +21,14 @@ from .base import (
     checkpoint_label,
     file_sha256,
     hf_cached_file,
+    load_strict,
     local_checkpoint,
     looks_like_path,
+    read_state_dict,
     require_online,
     safetensors_first,
     slug,
+    tensors_matched,
 )
 
 PREFIX = "timm:"
@@ -118,8 +121,11 @@ def _create(w: TimmWeights) -> torch.nn.Module:
     overlay = None
     if checkpoint:
         # A file replaces the registry source; keep the registry's loader for its own format
-        # (original .npz releases load through the model's custom loader).
+        # (original .npz releases load through the model's custom loader, which fails on a
+        # missing array by itself).
         custom = w.cfg.get("custom_load") is True or checkpoint.endswith(".npz")
+        if not custom:
+            return _create_strict(w, checkpoint)
         overlay = {"file": checkpoint, "custom_load": custom}
     try:
         return timm.create_model(w.full_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
@@ -127,6 +133,29 @@ def _create(w: TimmWeights) -> torch.nn.Module:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         source = checkpoint or "the hub"
         raise EncoderError(f"cannot load {what} from {source}: {first}; {LOCAL_FILE_HINT}") from e
+
+
+def _create_strict(w: TimmWeights, checkpoint: str) -> torch.nn.Module:
+    """timm's own loader turns strict off for a headless model (num_classes=0) and only logs
+    what did not match, so a checkpoint of another library left the model random. Build the
+    model bare and require the file to fill every tensor, as is or after the model's own
+    converter for original (non-timm) releases."""
+    import sys
+
+    model = _timm().create_model(w.full_name, pretrained=False, num_classes=0)
+    what = f"timm {w.arch}"
+    sd = read_state_dict(checkpoint)
+    matched, total, _ = tensors_matched(model, sd)
+    convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if convert is not None and matched < total:
+        try:
+            converted = convert(sd, model)
+        except Exception:  # noqa: BLE001 - a converter for another format: keep the raw tensors
+            converted = None
+        if isinstance(converted, dict) and tensors_matched(model, converted)[0] > matched:
+            sd = converted
+    load_strict(model, sd, checkpoint, what)
+    return model
 
 
 class TimmEncoder(Encoder):
