@@ -53,6 +53,10 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         pool = discover(source, root)
     except SourceError as e:
         fail(str(e))
+    if pool.renamed:
+        from curate.payload_fields import rename_message
+
+        err_console.print(f"warning: {rename_message(pool.renamed, source)}", highlight=False, markup=False)
     try:
         encoder = load_encoder(model, pretrained, device=s.device)
     except (EncoderError, ValueError) as e:
