@@ -2,25 +2,25 @@
 
 Every image gets a stable point id: a UUIDv5 of its path relative to the pool root, so re-runs
 match and a pool moved to another disk keeps its ids. Metadata columns of a manifest become
-payload fields.
+payload fields (renamed to `meta_<name>` where they collide with curate's own fields), and every
+image gets a `folder` field: its parent folder relative to the pool root ("." at the top).
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import os
+import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from curate.payload_fields import rename_reserved
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST_EXTENSIONS = frozenset({".csv", ".parquet", ".jsonl", ".ndjson"})
-# Fields curate writes itself; a manifest column with one of these names would be overwritten.
-RESERVED_FIELDS = frozenset(
-    {"relpath", "sha256", "width", "height", "bytes", "format", "failed", "error", "root"}
-)
 _NAMESPACE = uuid.UUID("6f1c1d2a-8f0e-4c43-9a58-0c5e2b7d9e11")
 
 
@@ -39,10 +39,12 @@ class Pool:
 
     root: Path
     table: pl.DataFrame
+    renamed: dict[str, str] = field(default_factory=dict)  # manifest column -> stored name
 
     @property
     def metadata_columns(self) -> list[str]:
-        return [c for c in self.table.columns if c not in ("id", "path", "relpath")]
+        """The manifest's own columns (curate's `folder` fact excluded)."""
+        return [c for c in self.table.columns if c not in ("id", "path", "relpath", "folder")]
 
     def __len__(self) -> int:
         return self.table.height
@@ -83,11 +85,6 @@ def _read_manifest(path: Path) -> pl.DataFrame:
         raise SourceError(f"cannot read manifest {path}: {e}") from e
     if "path" not in df.columns:
         raise SourceError(f"manifest {path} has no 'path' column (columns: {', '.join(df.columns)})")
-    clash = sorted(RESERVED_FIELDS.intersection(df.columns) | ({"id"} & set(df.columns)))
-    if clash:
-        raise SourceError(
-            f"manifest {path}: column(s) {', '.join(clash)} are written by curate itself; rename them"
-        )
     if df["path"].null_count():
         raise SourceError(f"manifest {path}: {df['path'].null_count()} row(s) have an empty 'path'")
     return df
@@ -101,6 +98,11 @@ def _relative(paths: list[str], root: Path) -> list[str]:
         except ValueError:  # outside the root: the absolute path is its own stable key
             out.append(Path(p).as_posix())
     return out
+
+
+def _folder(relpath: str) -> str:
+    """The parent folder of a relative path, the most common class layout ("." at the top)."""
+    return posixpath.dirname(relpath) or "."
 
 
 def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Pool:
@@ -137,8 +139,12 @@ def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -
     files = [os.path.join(os.path.abspath(os.path.dirname(f)), os.path.basename(f)) for f in files]
     rel = _relative(files, pool_root)
     table = pl.DataFrame({"id": [point_id(r) for r in rel], "path": files, "relpath": rel})
+    table = table.with_columns(pl.Series("folder", [_folder(r) for r in rel], dtype=pl.Utf8))
+    renamed: dict[str, str] = {}
     if meta is not None:
-        table = pl.concat([table, meta.drop("path")], how="horizontal")
+        meta = meta.drop("path")
+        renamed = rename_reserved(meta.columns)
+        table = pl.concat([table, meta.rename(renamed)], how="horizontal")
     dupes = table.filter(pl.col("id").is_duplicated())
     if dupes.height:
         raise SourceError(
@@ -146,4 +152,4 @@ def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -
         )
     if table.height == 0:
         raise SourceError(f"{src}: no images found (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return Pool(root=pool_root, table=table.sort("relpath"))
+    return Pool(root=pool_root, table=table.sort("relpath"), renamed=renamed)

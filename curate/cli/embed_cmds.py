@@ -63,6 +63,10 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         pool = discover(source, root)
     except SourceError as e:
         fail(str(e))
+    if pool.renamed:
+        from curate.payload_fields import rename_message
+
+        err_console.print(f"warning: {rename_message(pool.renamed, source)}", highlight=False, markup=False)
     from curate.embed import EmbedOptions, embed_pool, failures_table
     from curate.encoders import EncoderError, load_encoder
 
