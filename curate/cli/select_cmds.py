@@ -39,10 +39,13 @@ def select_cmd(
                                    "'weather' or 'weather,time_of_day' (joint cells); uniform by default."),
     balance_target: str = typer.Option(None, "--balance-target", help="Target table (.csv/.yaml/.json) of "
                                        "fractions or counts per mode."),
-    predictions: str = typer.Option(None, "--predictions", help="Task-model predictions (.parquet/.csv with "
-                                    "id or path, plus class probabilities or a score column)."),
-    uncertainty: str = typer.Option(None, "--uncertainty", help="entropy (default), margin, least_confidence, "
-                                    "or score (use the file's score column)."),
+    predictions: list[str] = typer.Option(None, "--predictions", help="Task-model predictions (.parquet/.csv "
+                                          "with id or path, plus class probabilities or a score column); "
+                                          "repeat it, or give a glob or folder, for ensemble members or "
+                                          "MC-dropout passes."),
+    uncertainty: str = typer.Option(None, "--uncertainty", help="entropy (default), margin, least_confidence "
+                                    "(on the mean over files); bald, vote_entropy, variation_ratio (several "
+                                    "files); or score (the file's score column)."),
     similar_to: list[str] = typer.Option(None, "--similar-to", help="Prefer images near this stored image "
                                          "(id or path); repeatable."),
     text: list[str] = typer.Option(None, "--text", help="Prefer images matching this prompt (encoders with a "
@@ -85,11 +88,11 @@ def select_cmd(
                                   "not as --strategy/--balance-by/--balance-target/--min-distance")
             cfg = load_config(config_file)
         else:
-            steps, label = shorthand(strategy or "auto", predictions=predictions, similar=bool(similar_to or text),
+            steps, label = shorthand(strategy or "auto", predictions=predictions or None, similar=bool(similar_to or text),
                                      balance_by=keys, balance_target=balance_target, min_distance=min_distance)
             cfg = SelectionConfig(steps=steps, strategy=label)
         cfg = with_overrides(cfg, budget=budget, fraction=fraction, seed=seed, name=name, where=where or None,
-                             include_duplicates=include_duplicates, predictions=predictions,
+                             include_duplicates=include_duplicates, predictions=_one_or_many(predictions),
                              uncertainty=uncertainty, similar_to=similar_to or None, text=text or None)
         say = (lambda _m: None) if quiet else (lambda m: err_console.print(m, highlight=False))
         with store_from(s) as st:
@@ -119,6 +122,10 @@ def select_cmd(
         + (f"; exported {res.exported} files to {export_dir}" if export_dir and not res.dry_run else ""),
         highlight=False,
     )
+
+
+def _one_or_many(files: list[str] | None) -> str | list[str] | None:
+    return None if not files else files[0] if len(files) == 1 else list(files)
 
 
 @app.command("labeled")

@@ -89,7 +89,7 @@ class SelectionConfig:
     name: str | None = None
     where: list[str] = field(default_factory=list)
     include_duplicates: bool = False
-    predictions: str | None = None
+    predictions: str | list[str] | None = None  # one file, a glob, a folder, or several (ensemble)
     uncertainty: str = "entropy"
     similar_to: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
