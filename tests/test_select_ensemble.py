@@ -113,12 +113,12 @@ def test_cli_bald_over_repeated_and_globbed_predictions(tmp_path, monkeypatch) -
     res = cli(store, "select", "-n", "5", "--strategy", "uncertainty", "--predictions", "mc_*.parquet",
               "--uncertainty", "bald", "--device", "cpu", "--dry-run", "-o", "a.csv")
     assert res.exit_code == 0, res.output
-    assert pl.read_csv(tmp_path / "a.csv")["path"].to_list() == want
+    assert pl.read_csv(tmp_path / "a.preview.csv")["path"].to_list() == want
     args = [a for m in range(4) for a in ("--predictions", f"mc_{m}.parquet")]
     res = cli(store, "select", "-n", "5", "--strategy", "uncertainty", *args, "--uncertainty", "bald",
               "--device", "cpu", "--dry-run", "-o", "b.csv")
     assert res.exit_code == 0, res.output
-    got = pl.read_csv(tmp_path / "b.csv")
+    got = pl.read_csv(tmp_path / "b.preview.csv")
     assert got["path"].to_list() == want
     np.testing.assert_allclose(got["uncertainty"].to_numpy(), np.sort(bald)[::-1][:5], rtol=1e-6)
     res = cli(store, "select", "-n", "5", "--predictions", "mc_0.parquet", "--uncertainty", "bald")
