@@ -217,3 +217,30 @@ def plan_quotas(
                             f"{deficit} of the budget cannot be filled")
     groups = np.where(weight[groups] > 0, groups, -1)
     return QuotaPlan(list(keys), all_modes, groups, quota.astype(np.int64), avail, messages)
+
+
+def interleave(groups: np.ndarray | list[Any]) -> np.ndarray:
+    """A permutation of picks that keeps each group's own order and makes every prefix as
+    balanced as the totals allow: after p picks, group g holds floor or ceil of p * n_g / n
+    (n_g its picks, n all picks). This is Balinski and Young's quota method: the next pick goes
+    to the group with the smallest (taken + 1) / n_g among those still below their upper quota
+    (taken < p * n_g / n), ties to the group that sorts first. A team that labels top-down and
+    stops early still gets a balanced set."""
+    labels = np.asarray(groups)
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, inv = np.unique(labels, return_inverse=True)
+    q = np.bincount(inv).astype(np.int64)
+    queues = [np.flatnonzero(inv == g) for g in range(len(q))]
+    n = len(labels)
+    taken = np.zeros(len(q), dtype=np.int64)
+    out = np.empty(n, dtype=np.int64)
+    for p in range(1, n + 1):
+        open_ = (taken < q) & (taken * n < p * q)
+        if not open_.any():  # cannot happen for the quota method; stay safe rather than stop
+            open_ = taken < q
+        prio = np.where(open_, (taken + 1) / q, np.inf)
+        g = int(np.argmin(prio))
+        out[p - 1] = queues[g][taken[g]]
+        taken[g] += 1
+    return out

@@ -200,6 +200,8 @@ def run_selection(
     del X
     pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query)
     sel = select(pool, cfg, budget, device=dev, log=say)
+    if cfg.balance is not None and "group" in sel.columns:
+        _balanced_order(sel)
     picked = [pool_ids[i] for i in sel.indices]
 
     # round numbers are never reused (an unselected round keeps its number in the metadata)
@@ -229,6 +231,15 @@ def run_selection(
         complete_round(store, collection)
     return RunResult(rnd, name, sel.strategy, budget, n_cand, n_cent, picked, rows["path"], manifests, sel,
                      exported, dry_run, notes + list(sel.messages))
+
+
+def _balanced_order(sel: Selection) -> None:
+    """Reorder a balanced selection so every prefix of the manifest is balanced (balance.interleave)."""
+    from curate.select.balance import interleave
+
+    perm = interleave(np.asarray(sel.columns["group"], dtype=str))
+    sel.indices = sel.indices[perm]
+    sel.columns = {k: np.asarray(v)[perm] for k, v in sel.columns.items()}
 
 
 def _check_balance_keys(store: Store, collection: str, keys: list[str], payloads: dict[str, dict[str, Any]]) -> None:
