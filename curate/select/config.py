@@ -31,6 +31,7 @@ Example (YAML):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ class Step:
             raise ConfigError(f"{where}: strength must be > 0 for diversity and >= 0 for weights")
         if self.min_distance is not None and self.type not in ("diversity", "auto"):
             raise ConfigError(f"{where}: min_distance applies to diversity (k-center) only")
+        if self.min_distance is not None and not 0 <= self.min_distance <= 2:
+            raise ConfigError(f"{where}: min_distance must be between 0 and 2 (Euclidean on unit vectors), "
+                              f"got {self.min_distance}")
 
 
 @dataclass
@@ -193,6 +197,7 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
     for key in ("where", "similar_to", "text"):
         if isinstance(values.get(key), str):
             values[key] = [values[key]]
+    _check_types(values, _TOP_TYPES, origin)
     raw_steps = values.pop("strategies", None)
     short = values.pop("strategy", None)
     if raw_steps is not None and short is not None:
@@ -212,6 +217,7 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
                 raise ConfigError(f"{origin}: strategy {i + 1} has unknown key(s) {', '.join(sorted(bad))}")
             if "type" not in raw:
                 raise ConfigError(f"{origin}: strategy {i + 1} needs a type")
+            _check_types(raw, _STEP_TYPES, f"{origin}: strategy {i + 1}")
             step = Step(**raw)
             if isinstance(step.keys, str):
                 step.keys = [k.strip() for k in step.keys.split(",")]
@@ -222,6 +228,36 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
     except TypeError as e:
         raise ConfigError(f"{origin}: {e}") from e
     return cfg
+
+
+# Expected YAML/JSON types: a wrong type is an error, never coerced (`budget: 2.7` is not 2,
+# `budget: true` is not 1). "number" is an int or a finite float; bool is never a number.
+_TOP_TYPES = {"budget": "int", "fraction": "number", "seed": "int", "name": "str", "where": "strs",
+              "include_duplicates": "bool", "predictions": "str", "uncertainty": "str", "similar_to": "strs",
+              "text": "strs", "knn": "int", "max_clusters": "int", "strategy": "str"}
+_STEP_TYPES = {"type": "str", "input": "str", "strength": "number", "min": "number", "max": "number",
+               "min_distance": "number", "keys": "strs"}
+_TYPE_WORDS = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true or false",
+               "strs": "a string or a list of strings"}
+
+
+def _type_ok(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "number":
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "bool":
+        return isinstance(v, bool)
+    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
+
+def _check_types(values: dict[str, Any], types: dict[str, str], origin: str) -> None:
+    for key, kind in types.items():
+        v = values.get(key)
+        if v is not None and not _type_ok(kind, v):
+            raise ConfigError(f"{origin}: {key} must be {_TYPE_WORDS[kind]}, got {v!r}")
 
 
 def load_config(path: str | Path) -> SelectionConfig:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,19 @@ def _budget(cfg: SelectionConfig, n_cand: int) -> int:
     raise SelectError("give --budget N or --fraction F (or a balance target in counts)")
 
 
+def check_selection_name(name: str) -> str:
+    """A selection name becomes a file name in the output folder: a plain name, never a path."""
+    bad = next((c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f"), None)
+    if bad is not None or name.startswith(".") or not name.strip():
+        raise SelectError(f"--name {name!r} must be a plain name (no '/', '\\', control characters or "
+                          "leading '.'); it names the manifest file")
+    if len(name.encode("utf-8", "surrogateescape")) > 100:
+        raise SelectError(f"--name is {len(name.encode('utf-8', 'surrogateescape'))} bytes; use at most 100")
+    if re.fullmatch(r"round-\d+", name):
+        raise SelectError(f"--name {name!r}: names round-N are given to unnamed rounds; pick another name")
+    return name
+
+
 def _is_true(v: Any) -> bool:
     return v is True or (isinstance(v, int) and v == 1)
 
@@ -115,6 +129,8 @@ def run_selection(
     """One selection round against a store collection (see module doc)."""
     say = log or (lambda _m: None)
     cfg.validate()
+    if cfg.name:
+        check_selection_name(cfg.name)
     if export_mode not in ("symlink", "copy"):
         raise SelectError(f"--export-mode must be symlink or copy, not {export_mode!r}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
@@ -208,7 +224,7 @@ def run_selection(
     meta_max, taken = used_rounds(store, collection)
     used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
     rnd = max([meta_max, *used]) + 1
-    name = cfg.name or f"round-{rnd}"
+    name = check_selection_name(cfg.name) if cfg.name else f"round-{rnd}"
     taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
     if cfg.name and cfg.name in taken:
         raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
@@ -317,7 +333,7 @@ def export_files(cols: Any, dest: Path, mode: str = "symlink") -> tuple[int, int
         if not src or not Path(src).is_file():
             missing += 1
             continue
-        target = dest / f"{rank:0{width}d}_{Path(src).name}"
+        target = dest / link_name(rank, width, Path(src).name)
         if target.is_symlink() or target.exists():
             target.unlink()
         if mode == "copy":
@@ -328,6 +344,25 @@ def export_files(cols: Any, dest: Path, mode: str = "symlink") -> tuple[int, int
         if done == 1:
             pause_point("export")
     return done, missing
+
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def link_name(rank: int, width: int, name: str) -> str:
+    """`<rank>_<name>`, shortened to NAME_MAX bytes when needed: the stem is cut (on a character
+    boundary) and marked with '~', the extension kept. The rank prefix keeps names unique."""
+    prefix = f"{rank:0{width}d}_".encode()
+    raw = os.fsencode(name)
+    if len(prefix) + len(raw) <= NAME_MAX:
+        return os.fsdecode(prefix + raw)
+    suffix = os.fsencode(Path(name).suffix)
+    if len(suffix) > 16:
+        suffix = b""
+    cut = NAME_MAX - len(prefix) - len(suffix) - 1
+    while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # do not split a UTF-8 character
+        cut -= 1
+    return os.fsdecode(prefix + raw[:cut] + b"~" + suffix)
 
 
 # ---- curate labeled -----------------------------------------------------------------------------
