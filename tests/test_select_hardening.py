@@ -10,7 +10,7 @@ import pytest
 from test_select_cli import _err, _make_store, _payloads, cli
 
 from curate.select.config import ConfigError, from_mapping
-from curate.select.run import export_files, link_name
+from curate.select.export import export_files, link_name
 from curate.store import parse_where
 
 

@@ -1,8 +1,10 @@
-"""Commands: select (choose what to label next), labeled (record what has been labeled)."""
+"""Commands: select (choose what to label next), labeled (record what has been labeled),
+unselect (undo a round), export (hand a round to a labeling tool again)."""
 
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from curate.cli import app
@@ -147,3 +149,71 @@ def labeled_cmd(
     state = "unlabeled" if unset else "labeled"
     console.print(f"marked {changed} image(s) as {state} in {s.collection!r}"
                   + (f"; {same} already were" if same else ""), highlight=False)
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)  # names may hold [..]
+
+
+@app.command("unselect")
+def unselect_cmd(
+    round_: int = typer.Option(None, "--round", "-r", min=1, help="Round number to undo."),
+    name: str = typer.Option(None, "--name", help="Or the round's selection name."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """Undo a selection round: remove its tags (its images become selectable again) and move its
+    manifests into an archive/ folder beside them. Labeled marks stay.
+
+    Example: curate unselect --round 3 --collection street
+    """
+    from curate.select.rounds import unselect_round
+
+    if (round_ is None) == (name is None):
+        fail("give --round N or --name NAME (one of them)")
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
+    try:
+        with store_from(s) as st:
+            got, n, archived = unselect_round(st, s.collection, name if name is not None else round_, s.out,
+                                              say=_warn)
+    except (ValueError, StoreError) as e:
+        fail(str(e))
+    console.print(f"unselected round {got!r}: {n} image(s) untagged"
+                  + (f"; manifest archived to {', '.join(str(a) for a in archived)}" if archived else
+                     "; no manifest found to archive"), highlight=False, markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    ref: str = typer.Argument(..., help="Round number or selection name."),
+    to: str = typer.Option(..., "--to", help="Folder to write into."),
+    mode: str = typer.Option("symlink", "--mode", help="symlink (default), copy, labelstudio (a tasks JSON) "
+                             "or cvat (links plus a CVAT manifest.jsonl)."),
+    url_prefix: str = typer.Option(None, "--url-prefix", help="labelstudio: turn image paths into URLs, e.g. "
+                                   "'/data/local-files/?d=' for Label Studio's local file serving."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """Export a selection round again: the store's tags say which images, its manifest their order
+    and scores.
+
+    Example: curate export round-2 --to to_label/ --mode labelstudio
+    """
+    from curate.select.rounds import export_round
+
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
+    try:
+        with store_from(s) as st:
+            name, done, missing, notes = export_round(
+                st, s.collection, ref, to, mode, s.out, url_prefix,
+                say=_warn)
+    except (ValueError, StoreError, OSError) as e:
+        fail(str(e))
+    for m in notes[:-1] if mode in ("labelstudio", "cvat") else notes:
+        _warn(m)
+    if missing:
+        _warn(f"{missing} source files not found (moved or deleted?)")
+    where = notes[-1] if mode in ("labelstudio", "cvat") else to
+    console.print(f"exported round {name!r}: {done} image(s) as {mode} to {where}", highlight=False, markup=False)

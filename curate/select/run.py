@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from curate.device import pick_device
 from curate.files import write_atomic
 from curate.select.compose import Pool, Selection, select
 from curate.select.config import SelectionConfig
+from curate.select.export import export_files
 from curate.select.rounds import (
     SELECTED_ROUND,
     SELECTION_NAME,
@@ -138,7 +138,7 @@ def run_selection(
     pending: set[str] = set()
     notes: list[str] = []
     if not dry_run:
-        if (done := resolve_pending(store, collection, None, export_files)) is not None:
+        if (done := resolve_pending(store, collection, None)) is not None:
             notes.append(done)
     elif (p := pending_round(store, collection)) is not None:  # a dry run writes nothing: count it as picked
         pending = set(p["ids"])
@@ -321,50 +321,6 @@ def write_manifest(cols: dict[str, list[Any]], paths: list[Path]) -> list[Path]:
     return paths
 
 
-def export_files(cols: Any, dest: Path, mode: str = "symlink") -> tuple[int, int]:
-    """Symlink (default, no copies of the pool) or copy the picks as `<rank>_<name>`; returns
-    (exported, missing sources). `cols`: manifest columns (a mapping or a DataFrame). Redoing an
-    export replaces its links, so an interrupted export can simply be run again."""
-    dest.mkdir(parents=True, exist_ok=True)
-    done = missing = 0
-    ranks = [int(r) for r in cols["rank"]]
-    width = max(5, len(str(len(ranks))))
-    for rank, src in zip(ranks, cols["path"], strict=True):
-        if not src or not Path(src).is_file():
-            missing += 1
-            continue
-        target = dest / link_name(rank, width, Path(src).name)
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        if mode == "copy":
-            shutil.copy2(src, target)
-        else:
-            target.symlink_to(Path(src).resolve())
-        done += 1
-        if done == 1:
-            pause_point("export")
-    return done, missing
-
-
-NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
-
-
-def link_name(rank: int, width: int, name: str) -> str:
-    """`<rank>_<name>`, shortened to NAME_MAX bytes when needed: the stem is cut (on a character
-    boundary) and marked with '~', the extension kept. The rank prefix keeps names unique."""
-    prefix = f"{rank:0{width}d}_".encode()
-    raw = os.fsencode(name)
-    if len(prefix) + len(raw) <= NAME_MAX:
-        return os.fsdecode(prefix + raw)
-    suffix = os.fsencode(Path(name).suffix)
-    if len(suffix) > 16:
-        suffix = b""
-    cut = NAME_MAX - len(prefix) - len(suffix) - 1
-    while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # do not split a UTF-8 character
-        cut -= 1
-    return os.fsdecode(prefix + raw[:cut] + b"~" + suffix)
-
-
 # ---- curate labeled -----------------------------------------------------------------------------
 def read_reference_list(file: str | os.PathLike) -> tuple[str, list[str]]:
     """('id' | 'path' | 'any', values) from a CSV/Parquet manifest (id or path column) or a text
@@ -420,7 +376,7 @@ def mark_labeled(store: Store, collection: str, file: str | os.PathLike, *, unse
     """Mark (or unmark) the images listed in `file` as labeled. Returns (changed, already so)."""
     if not store.has_collection(collection):
         raise SelectError(f"collection {collection!r} not found in {store.location}")
-    resolve_pending(store, collection, log, export_files)
+    resolve_pending(store, collection, log)
     payloads = store.payloads(collection, fields=["path", "relpath", LABELED])
     kind, values = read_reference_list(file)
     if not values:
