@@ -40,7 +40,10 @@ def select_cmd(
     balance_by: str = typer.Option(None, "--balance-by", help="Metadata key(s) for hard quotas, e.g. "
                                    "'weather' or 'weather,time_of_day' (joint cells); uniform by default."),
     balance_target: str = typer.Option(None, "--balance-target", help="Target table (.csv/.yaml/.json) of "
-                                       "fractions or counts per mode."),
+                                       "fractions or counts per mode (marginal: a .yaml/.json mapping each "
+                                       "key to its table)."),
+    balance_mode: str = typer.Option(None, "--balance-mode", help="joint (default: quotas per combination of "
+                                     "the keys) or marginal (each key's quotas met at once)."),
     predictions: str = typer.Option(None, "--predictions", help="Task-model predictions (.parquet/.csv with "
                                     "id or path, plus class probabilities or a score column)."),
     uncertainty: str = typer.Option(None, "--uncertainty", help="entropy (default), margin, least_confidence, "
@@ -82,13 +85,14 @@ def select_cmd(
     keys = [k.strip() for k in balance_by.split(",") if k.strip()] if balance_by else None
     try:
         if config_file:
-            if strategy or keys or balance_target or min_distance is not None:
-                raise ConfigError("with --config, give strategies, balance and min_distance in the file, "
-                                  "not as --strategy/--balance-by/--balance-target/--min-distance")
+            if strategy or keys or balance_target or balance_mode or min_distance is not None:
+                raise ConfigError("with --config, give strategies, balance and min_distance in the file, not "
+                                  "as --strategy/--balance-by/--balance-target/--balance-mode/--min-distance")
             cfg = load_config(config_file)
         else:
             steps, label = shorthand(strategy or "auto", predictions=predictions, similar=bool(similar_to or text),
-                                     balance_by=keys, balance_target=balance_target, min_distance=min_distance)
+                                     balance_by=keys, balance_target=balance_target, min_distance=min_distance,
+                                     balance_mode=balance_mode)
             cfg = SelectionConfig(steps=steps, strategy=label)
         cfg = with_overrides(cfg, budget=budget, fraction=fraction, seed=seed, name=name, where=where or None,
                              include_duplicates=include_duplicates, predictions=predictions,

@@ -7,7 +7,8 @@ with it. Step types:
   typicality  TypiClust: most typical image of the least-covered k-means cluster
   weights     multiply the pick score by input^strength
   threshold   keep only candidates with min <= input <= max (applied first)
-  balance     hard quotas over metadata `keys` (`target`: table, file, or uniform by default)
+  balance     hard quotas over metadata `keys` (`target`: table, file, or uniform by default);
+              `mode: marginal` meets each key's quotas at once instead of joint cells
 
 Inputs for weights/threshold: density, typicality, uncertainty (needs `predictions`),
 similarity (needs `similar_to` or `text`), random, or `field:<payload key>` (a numeric field).
@@ -61,6 +62,14 @@ class Step:
     min_distance: float | None = None
     keys: list[str] = field(default_factory=list)
     target: Any = None
+    mode: str = "joint"  # balance: joint cells of the keys, or marginal (each key's quotas at once)
+
+    def __post_init__(self) -> None:
+        if self.type == "balance" and self.mode == "marginal":
+            from curate.select.balance import Marginal
+
+            if not isinstance(self.target, Marginal):  # planning reads the mode from the target
+                self.target = Marginal(self.target)
 
     def validate(self, where: str) -> None:
         if self.type not in STEP_TYPES:
@@ -72,6 +81,8 @@ class Step:
                 raise ConfigError(f"{where}: unknown input {self.input!r}; use {', '.join(INPUTS)} or field:<key>")
         if self.type == "threshold" and self.min is None and self.max is None:
             raise ConfigError(f"{where}: threshold needs min and/or max")
+        if self.mode not in ("joint", "marginal") or (self.mode != "joint" and self.type != "balance"):
+            raise ConfigError(f"{where}: mode is joint or marginal, for balance only; got {self.mode!r}")
         if self.type == "balance" and not self.keys:
             raise ConfigError(f"{where}: balance needs keys (metadata fields), e.g. keys: [weather]")
         if not (self.strength >= 0) or (self.type == "diversity" and self.strength <= 0):
@@ -140,6 +151,7 @@ def shorthand(
     balance_by: list[str] | None = None,
     balance_target: Any = None,
     min_distance: float | None = None,
+    balance_mode: str | None = None,
 ) -> tuple[list[Step], str]:
     """CLI shorthands -> steps. Predictions and queries add uncertainty/similarity weights to any
     strategy (or are the whole strategy for `uncertainty`/`similarity`)."""
@@ -168,10 +180,12 @@ def shorthand(
         steps.append(Step("weights", "similarity"))
         label += "+similarity"
     if balance_by:
-        steps.append(Step("balance", keys=list(balance_by), target=balance_target))
+        if balance_mode not in (None, "joint", "marginal"):
+            raise ConfigError(f"--balance-mode is joint or marginal, not {balance_mode!r}")
+        steps.append(Step("balance", keys=list(balance_by), target=balance_target, mode=balance_mode or "joint"))
         label += "+balance"
-    elif balance_target is not None:
-        raise ConfigError("--balance-target needs --balance-by KEY[,KEY]")
+    elif balance_target is not None or balance_mode is not None:
+        raise ConfigError("--balance-target and --balance-mode need --balance-by KEY[,KEY]")
     return steps, label
 
 
@@ -236,7 +250,7 @@ _TOP_TYPES = {"budget": "int", "fraction": "number", "seed": "int", "name": "str
               "include_duplicates": "bool", "predictions": "str", "uncertainty": "str", "similar_to": "strs",
               "text": "strs", "knn": "int", "max_clusters": "int", "strategy": "str"}
 _STEP_TYPES = {"type": "str", "input": "str", "strength": "number", "min": "number", "max": "number",
-               "min_distance": "number", "keys": "strs"}
+               "min_distance": "number", "keys": "strs", "mode": "str"}
 _TYPE_WORDS = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true or false",
                "strs": "a string or a list of strings"}
 

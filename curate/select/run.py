@@ -87,11 +87,22 @@ def _budget(cfg: SelectionConfig, n_cand: int) -> int:
         return max(1, math.floor(cfg.fraction * n_cand + 0.5))
     bal = cfg.balance
     if bal is not None and bal.target is not None:
-        from curate.select.balance import read_target
+        from curate.select.balance import Marginal, read_target
 
-        shares, unit = read_target(bal.target, bal.keys)
-        if unit == "count":
-            return int(sum(shares.values()))
+        targets = [(t, [k]) for k, t in bal.target.per_key(bal.keys).items()] \
+            if isinstance(bal.target, Marginal) else [(bal.target, bal.keys)]
+        sums = set()
+        for t, keys in targets:
+            shares, unit = read_target(t, keys)
+            if unit != "count":
+                break
+            sums.add(int(sum(shares.values())))
+        else:
+            if len(sums) > 1:
+                raise SelectError(f"the balance counts of the keys sum to different totals ({sorted(sums)}); "
+                                  "make them equal or give --budget")
+            if sums:
+                return sums.pop()
     raise SelectError("give --budget N or --fraction F (or a balance target in counts)")
 
 
