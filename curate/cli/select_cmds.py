@@ -1,8 +1,10 @@
-"""Commands: select (choose what to label next), labeled (record what has been labeled)."""
+"""Commands: select (choose what to label next), labeled (record what has been labeled),
+unselect (undo a round), export (hand a round to a labeling tool again)."""
 
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from curate.cli import app
@@ -38,7 +40,10 @@ def select_cmd(
     balance_by: str = typer.Option(None, "--balance-by", help="Metadata key(s) for hard quotas, e.g. "
                                    "'weather' or 'weather,time_of_day' (joint cells); uniform by default."),
     balance_target: str = typer.Option(None, "--balance-target", help="Target table (.csv/.yaml/.json) of "
-                                       "fractions or counts per mode."),
+                                       "fractions or counts per mode (marginal: a .yaml/.json mapping each "
+                                       "key to its table)."),
+    balance_mode: str = typer.Option(None, "--balance-mode", help="joint (default: quotas per combination of "
+                                     "the keys) or marginal (each key's quotas met at once)."),
     predictions: list[str] = typer.Option(None, "--predictions", help="Task-model predictions (.parquet/.csv "
                                           "with id or path, plus class probabilities or a score column); "
                                           "repeat it, or give a glob or folder, for ensemble members or "
@@ -83,13 +88,15 @@ def select_cmd(
     keys = [k.strip() for k in balance_by.split(",") if k.strip()] if balance_by else None
     try:
         if config_file:
-            if strategy or keys or balance_target or min_distance is not None:
-                raise ConfigError("with --config, give strategies, balance and min_distance in the file, "
-                                  "not as --strategy/--balance-by/--balance-target/--min-distance")
+            if strategy or keys or balance_target or balance_mode or min_distance is not None:
+                raise ConfigError("with --config, give strategies, balance and min_distance in the file, not "
+                                  "as --strategy/--balance-by/--balance-target/--balance-mode/--min-distance")
             cfg = load_config(config_file)
         else:
-            steps, label = shorthand(strategy or "auto", predictions=predictions or None, similar=bool(similar_to or text),
-                                     balance_by=keys, balance_target=balance_target, min_distance=min_distance)
+            steps, label = shorthand(strategy or "auto", predictions=predictions or None,
+                                     similar=bool(similar_to or text), balance_by=keys,
+                                     balance_target=balance_target, min_distance=min_distance,
+                                     balance_mode=balance_mode)
             cfg = SelectionConfig(steps=steps, strategy=label)
         cfg = with_overrides(cfg, budget=budget, fraction=fraction, seed=seed, name=name, where=where or None,
                              include_duplicates=include_duplicates, predictions=_one_or_many(predictions),
@@ -154,3 +161,71 @@ def labeled_cmd(
     state = "unlabeled" if unset else "labeled"
     console.print(f"marked {changed} image(s) as {state} in {s.collection!r}"
                   + (f"; {same} already were" if same else ""), highlight=False)
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)  # names may hold [..]
+
+
+@app.command("unselect")
+def unselect_cmd(
+    round_: int = typer.Option(None, "--round", "-r", min=1, help="Round number to undo."),
+    name: str = typer.Option(None, "--name", help="Or the round's selection name."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """Undo a selection round: remove its tags (its images become selectable again) and move its
+    manifests into an archive/ folder beside them. Labeled marks stay.
+
+    Example: curate unselect --round 3 --collection street
+    """
+    from curate.select.rounds import unselect_round
+
+    if (round_ is None) == (name is None):
+        fail("give --round N or --name NAME (one of them)")
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
+    try:
+        with store_from(s) as st:
+            got, n, archived = unselect_round(st, s.collection, name if name is not None else round_, s.out,
+                                              say=_warn)
+    except (ValueError, StoreError) as e:
+        fail(str(e))
+    console.print(f"unselected round {got!r}: {n} image(s) untagged"
+                  + (f"; manifest archived to {', '.join(str(a) for a in archived)}" if archived else
+                     "; no manifest found to archive"), highlight=False, markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    ref: str = typer.Argument(..., help="Round number or selection name."),
+    to: str = typer.Option(..., "--to", help="Folder to write into."),
+    mode: str = typer.Option("symlink", "--mode", help="symlink (default), copy, labelstudio (a tasks JSON) "
+                             "or cvat (links plus a CVAT manifest.jsonl)."),
+    url_prefix: str = typer.Option(None, "--url-prefix", help="labelstudio: turn image paths into URLs, e.g. "
+                                   "'/data/local-files/?d=' for Label Studio's local file serving."),
+    collection: str = CollectionOpt,
+    store: str = StoreOpt,
+    qdrant_url: str = UrlOpt,
+) -> None:
+    """Export a selection round again: the store's tags say which images, its manifest their order
+    and scores.
+
+    Example: curate export round-2 --to to_label/ --mode labelstudio
+    """
+    from curate.select.rounds import export_round
+
+    s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
+    try:
+        with store_from(s) as st:
+            name, done, missing, notes = export_round(
+                st, s.collection, ref, to, mode, s.out, url_prefix,
+                say=_warn)
+    except (ValueError, StoreError, OSError) as e:
+        fail(str(e))
+    for m in notes[:-1] if mode in ("labelstudio", "cvat") else notes:
+        _warn(m)
+    if missing:
+        _warn(f"{missing} source files not found (moved or deleted?)")
+    where = notes[-1] if mode in ("labelstudio", "cvat") else to
+    console.print(f"exported round {name!r}: {done} image(s) as {mode} to {where}", highlight=False, markup=False)

@@ -7,7 +7,8 @@ with it. Step types:
   typicality  TypiClust: most typical image of the least-covered k-means cluster
   weights     multiply the pick score by input^strength
   threshold   keep only candidates with min <= input <= max (applied first)
-  balance     hard quotas over metadata `keys` (`target`: table, file, or uniform by default)
+  balance     hard quotas over metadata `keys` (`target`: table, file, or uniform by default);
+              `mode: marginal` meets each key's quotas at once instead of joint cells
 
 Inputs for weights/threshold: density, typicality, uncertainty (needs `predictions`),
 similarity (needs `similar_to` or `text`), random, or `field:<payload key>` (a numeric field).
@@ -31,6 +32,7 @@ Example (YAML):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,14 @@ class Step:
     min_distance: float | None = None
     keys: list[str] = field(default_factory=list)
     target: Any = None
+    mode: str = "joint"  # balance: joint cells of the keys, or marginal (each key's quotas at once)
+
+    def __post_init__(self) -> None:
+        if self.type == "balance" and self.mode == "marginal":
+            from curate.select.balance import Marginal
+
+            if not isinstance(self.target, Marginal):  # planning reads the mode from the target
+                self.target = Marginal(self.target)
 
     def validate(self, where: str) -> None:
         if self.type not in STEP_TYPES:
@@ -71,12 +81,17 @@ class Step:
                 raise ConfigError(f"{where}: unknown input {self.input!r}; use {', '.join(INPUTS)} or field:<key>")
         if self.type == "threshold" and self.min is None and self.max is None:
             raise ConfigError(f"{where}: threshold needs min and/or max")
+        if self.mode not in ("joint", "marginal") or (self.mode != "joint" and self.type != "balance"):
+            raise ConfigError(f"{where}: mode is joint or marginal, for balance only; got {self.mode!r}")
         if self.type == "balance" and not self.keys:
             raise ConfigError(f"{where}: balance needs keys (metadata fields), e.g. keys: [weather]")
         if not (self.strength >= 0) or (self.type == "diversity" and self.strength <= 0):
             raise ConfigError(f"{where}: strength must be > 0 for diversity and >= 0 for weights")
         if self.min_distance is not None and self.type not in ("diversity", "auto"):
             raise ConfigError(f"{where}: min_distance applies to diversity (k-center) only")
+        if self.min_distance is not None and not 0 <= self.min_distance <= 2:
+            raise ConfigError(f"{where}: min_distance must be between 0 and 2 (Euclidean on unit vectors), "
+                              f"got {self.min_distance}")
 
 
 @dataclass
@@ -136,6 +151,7 @@ def shorthand(
     balance_by: list[str] | None = None,
     balance_target: Any = None,
     min_distance: float | None = None,
+    balance_mode: str | None = None,
 ) -> tuple[list[Step], str]:
     """CLI shorthands -> steps. Predictions and queries add uncertainty/similarity weights to any
     strategy (or are the whole strategy for `uncertainty`/`similarity`)."""
@@ -164,10 +180,12 @@ def shorthand(
         steps.append(Step("weights", "similarity"))
         label += "+similarity"
     if balance_by:
-        steps.append(Step("balance", keys=list(balance_by), target=balance_target))
+        if balance_mode not in (None, "joint", "marginal"):
+            raise ConfigError(f"--balance-mode is joint or marginal, not {balance_mode!r}")
+        steps.append(Step("balance", keys=list(balance_by), target=balance_target, mode=balance_mode or "joint"))
         label += "+balance"
-    elif balance_target is not None:
-        raise ConfigError("--balance-target needs --balance-by KEY[,KEY]")
+    elif balance_target is not None or balance_mode is not None:
+        raise ConfigError("--balance-target and --balance-mode need --balance-by KEY[,KEY]")
     return steps, label
 
 
@@ -193,6 +211,7 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
     for key in ("where", "similar_to", "text"):
         if isinstance(values.get(key), str):
             values[key] = [values[key]]
+    _check_types(values, _TOP_TYPES, origin)
     raw_steps = values.pop("strategies", None)
     short = values.pop("strategy", None)
     if raw_steps is not None and short is not None:
@@ -212,6 +231,7 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
                 raise ConfigError(f"{origin}: strategy {i + 1} has unknown key(s) {', '.join(sorted(bad))}")
             if "type" not in raw:
                 raise ConfigError(f"{origin}: strategy {i + 1} needs a type")
+            _check_types(raw, _STEP_TYPES, f"{origin}: strategy {i + 1}")
             step = Step(**raw)
             if isinstance(step.keys, str):
                 step.keys = [k.strip() for k in step.keys.split(",")]
@@ -222,6 +242,36 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
     except TypeError as e:
         raise ConfigError(f"{origin}: {e}") from e
     return cfg
+
+
+# Expected YAML/JSON types: a wrong type is an error, never coerced (`budget: 2.7` is not 2,
+# `budget: true` is not 1). "number" is an int or a finite float; bool is never a number.
+_TOP_TYPES = {"budget": "int", "fraction": "number", "seed": "int", "name": "str", "where": "strs",
+              "include_duplicates": "bool", "predictions": "str", "uncertainty": "str", "similar_to": "strs",
+              "text": "strs", "knn": "int", "max_clusters": "int", "strategy": "str"}
+_STEP_TYPES = {"type": "str", "input": "str", "strength": "number", "min": "number", "max": "number",
+               "min_distance": "number", "keys": "strs", "mode": "str"}
+_TYPE_WORDS = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true or false",
+               "strs": "a string or a list of strings"}
+
+
+def _type_ok(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "number":
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "bool":
+        return isinstance(v, bool)
+    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
+
+def _check_types(values: dict[str, Any], types: dict[str, str], origin: str) -> None:
+    for key, kind in types.items():
+        v = values.get(key)
+        if v is not None and not _type_ok(kind, v):
+            raise ConfigError(f"{origin}: {key} must be {_TYPE_WORDS[kind]}, got {v!r}")
 
 
 def load_config(path: str | Path) -> SelectionConfig:

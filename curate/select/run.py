@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from curate.device import pick_device
 from curate.files import write_atomic
 from curate.select.compose import Pool, Selection, select
 from curate.select.config import SelectionConfig
+from curate.select.export import export_files
 from curate.select.rounds import (
     SELECTED_ROUND,
     SELECTION_NAME,
@@ -86,12 +87,36 @@ def _budget(cfg: SelectionConfig, n_cand: int) -> int:
         return max(1, math.floor(cfg.fraction * n_cand + 0.5))
     bal = cfg.balance
     if bal is not None and bal.target is not None:
-        from curate.select.balance import read_target
+        from curate.select.balance import Marginal, read_target
 
-        shares, unit = read_target(bal.target, bal.keys)
-        if unit == "count":
-            return int(sum(shares.values()))
+        targets = [(t, [k]) for k, t in bal.target.per_key(bal.keys).items()] \
+            if isinstance(bal.target, Marginal) else [(bal.target, bal.keys)]
+        sums = set()
+        for t, keys in targets:
+            shares, unit = read_target(t, keys)
+            if unit != "count":
+                break
+            sums.add(int(sum(shares.values())))
+        else:
+            if len(sums) > 1:
+                raise SelectError(f"the balance counts of the keys sum to different totals ({sorted(sums)}); "
+                                  "make them equal or give --budget")
+            if sums:
+                return sums.pop()
     raise SelectError("give --budget N or --fraction F (or a balance target in counts)")
+
+
+def check_selection_name(name: str) -> str:
+    """A selection name becomes a file name in the output folder: a plain name, never a path."""
+    bad = next((c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f"), None)
+    if bad is not None or name.startswith(".") or not name.strip():
+        raise SelectError(f"--name {name!r} must be a plain name (no '/', '\\', control characters or "
+                          "leading '.'); it names the manifest file")
+    if len(name.encode("utf-8", "surrogateescape")) > 100:
+        raise SelectError(f"--name is {len(name.encode('utf-8', 'surrogateescape'))} bytes; use at most 100")
+    if re.fullmatch(r"round-\d+", name):
+        raise SelectError(f"--name {name!r}: names round-N are given to unnamed rounds; pick another name")
+    return name
 
 
 def _is_true(v: Any) -> bool:
@@ -115,6 +140,8 @@ def run_selection(
     """One selection round against a store collection (see module doc)."""
     say = log or (lambda _m: None)
     cfg.validate()
+    if cfg.name:
+        check_selection_name(cfg.name)
     if export_mode not in ("symlink", "copy"):
         raise SelectError(f"--export-mode must be symlink or copy, not {export_mode!r}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
@@ -122,7 +149,7 @@ def run_selection(
     pending: set[str] = set()
     notes: list[str] = []
     if not dry_run:
-        if (done := resolve_pending(store, collection, None, export_files)) is not None:
+        if (done := resolve_pending(store, collection, None)) is not None:
             notes.append(done)
     elif (p := pending_round(store, collection)) is not None:  # a dry run writes nothing: count it as picked
         pending = set(p["ids"])
@@ -201,13 +228,15 @@ def run_selection(
     pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query,
                 ids=pool_ids)
     sel = select(pool, cfg, budget, device=dev, log=say)
+    if cfg.balance is not None and "group" in sel.columns:
+        _balanced_order(sel)
     picked = [pool_ids[i] for i in sel.indices]
 
     # round numbers are never reused (an unselected round keeps its number in the metadata)
     meta_max, taken = used_rounds(store, collection)
     used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
     rnd = max([meta_max, *used]) + 1
-    name = cfg.name or f"round-{rnd}"
+    name = check_selection_name(cfg.name) if cfg.name else f"round-{rnd}"
     taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
     if cfg.name and cfg.name in taken:
         raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
@@ -230,6 +259,15 @@ def run_selection(
         complete_round(store, collection)
     return RunResult(rnd, name, sel.strategy, budget, n_cand, n_cent, picked, rows["path"], manifests, sel,
                      exported, dry_run, notes + list(sel.messages))
+
+
+def _balanced_order(sel: Selection) -> None:
+    """Reorder a balanced selection so every prefix of the manifest is balanced (balance.interleave)."""
+    from curate.select.balance import interleave
+
+    perm = interleave(np.asarray(sel.columns["group"], dtype=str))
+    sel.indices = sel.indices[perm]
+    sel.columns = {k: np.asarray(v)[perm] for k, v in sel.columns.items()}
 
 
 def _check_balance_keys(store: Store, collection: str, keys: list[str], payloads: dict[str, dict[str, Any]]) -> None:
@@ -295,31 +333,6 @@ def write_manifest(cols: dict[str, list[Any]], paths: list[Path]) -> list[Path]:
     return paths
 
 
-def export_files(cols: Any, dest: Path, mode: str = "symlink") -> tuple[int, int]:
-    """Symlink (default, no copies of the pool) or copy the picks as `<rank>_<name>`; returns
-    (exported, missing sources). `cols`: manifest columns (a mapping or a DataFrame). Redoing an
-    export replaces its links, so an interrupted export can simply be run again."""
-    dest.mkdir(parents=True, exist_ok=True)
-    done = missing = 0
-    ranks = [int(r) for r in cols["rank"]]
-    width = max(5, len(str(len(ranks))))
-    for rank, src in zip(ranks, cols["path"], strict=True):
-        if not src or not Path(src).is_file():
-            missing += 1
-            continue
-        target = dest / f"{rank:0{width}d}_{Path(src).name}"
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        if mode == "copy":
-            shutil.copy2(src, target)
-        else:
-            target.symlink_to(Path(src).resolve())
-        done += 1
-        if done == 1:
-            pause_point("export")
-    return done, missing
-
-
 # ---- curate labeled -----------------------------------------------------------------------------
 def read_reference_list(file: str | os.PathLike) -> tuple[str, list[str]]:
     """('id' | 'path' | 'any', values) from a CSV/Parquet manifest (id or path column) or a text
@@ -375,7 +388,7 @@ def mark_labeled(store: Store, collection: str, file: str | os.PathLike, *, unse
     """Mark (or unmark) the images listed in `file` as labeled. Returns (changed, already so)."""
     if not store.has_collection(collection):
         raise SelectError(f"collection {collection!r} not found in {store.location}")
-    resolve_pending(store, collection, log, export_files)
+    resolve_pending(store, collection, log)
     payloads = store.payloads(collection, fields=["path", "relpath", LABELED])
     kind, values = read_reference_list(file)
     if not values:

@@ -59,7 +59,11 @@ _UNARY = re.compile(r"^\s*([A-Za-z_][\w.]*)\s+(exists|missing)\s*$")
 def _value(text: str) -> Any:
     text = text.strip()
     if text.startswith("[") or text.startswith('"'):
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--where value {text!r} is not valid JSON ({e.msg}); "
+                             "write lists as [1, 2] or [\"a\", \"b\"]") from None
     if text in ("true", "false"):
         return text == "true"
     for cast in (int, float):
@@ -95,7 +99,21 @@ def parse_where(expressions: list[str] | str | None) -> list[Condition]:
             key, op, raw = m.groups()
             op = "==" if op == "=" else op
             value = _value(raw)
-            if op in ("in", "not in") and not isinstance(value, list):
-                raise ValueError(f"--where {part!r}: '{op}' needs a list such as [1, 2]")
+            if op in ("in", "not in"):
+                _check_list(part, op, value)
             out.append(Condition(key, op, value))
     return out
+
+
+def _check_list(part: str, op: str, value: Any) -> None:
+    """Stores match `in` lists of strings or of integers only; say so instead of failing deep inside."""
+    if not isinstance(value, list):
+        raise ValueError(f"--where {part!r}: '{op}' needs a list such as [1, 2]")
+    if any(v is None for v in value):
+        raise ValueError(f"--where {part!r}: a list cannot hold null; to match a missing value write "
+                         f"'{part.split()[0]} missing'")
+    strings = all(isinstance(v, str) for v in value)
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not (strings or ints):
+        raise ValueError(f"--where {part!r}: '{op}' takes a list of strings or of integers only "
+                         "(for decimals or true/false use >=, <= or ==)")
