@@ -144,3 +144,25 @@ def test_typiclust_first_picks_cover_distinct_clusters_largest_first() -> None:
     got, cl = typiclust_select(labels, score, 4, candidates=np.ones(66, bool), centers=np.zeros(66, bool))
     assert cl.tolist() == [0, 1, 2, 3]
     assert got.tolist() == [29, 49, 59, 65]  # the most typical member of each
+
+
+def _blobs(n: int, d: int, modes: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((modes, d))
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[rng.integers(0, modes, n)] + 0.8 * rng.standard_normal((n, d)) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_approximate_density_ranks_like_exact_knn_density() -> None:
+    from scipy.stats import spearmanr
+
+    X = _blobs(2000, 32, 10, 0)
+    exact = knn_density(X, 20, device="cpu")  # 2000 <= EXACT_MAX: the exact path
+    np.testing.assert_allclose(exact, inverse_distance(mean_knn_distance(X, 20, device="cpu")))
+    for seed in (0, 1):
+        approx = knn_density(X, 20, exact_max=0, seed=seed, device="cpu")  # 512 references, soft top-k
+        assert spearmanr(exact, approx)[0] > 0.85
+    # an isolated point is the least dense either way
+    Y = np.vstack([X, -X.mean(axis=0, keepdims=True) / np.linalg.norm(X.mean(axis=0))]).astype(np.float32)
+    assert np.argmin(knn_density(Y, 20, exact_max=0, device="cpu")) == len(Y) - 1
