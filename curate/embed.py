@@ -11,9 +11,12 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -159,16 +162,47 @@ def _collate(items: list[dict[str, Any]]) -> Batch:
     )
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(main_pid: int, _worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the model's threads live in the main process
-    # Die with the parent: after a kill -9 of the main process, orphaned workers would otherwise
-    # keep the store's inherited shard locks for seconds and block the resuming run.
-    try:
+    # A worker's parent is the forkserver, not curate, and the forkserver lives as long as any
+    # worker holds its "alive" pipe: after a kill -9 of curate both would wait on each other
+    # forever. So workers watch curate's main process itself and exit the moment it is gone;
+    # the forkserver then sees its last client leave and exits too.
+    exit_with(main_pid)
+    try:  # and die with the forkserver, should it go first
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: workers still exit on their own when the parent disappears
+    except OSError:  # not Linux
         pass
-    if os.getppid() == 1:
+
+
+def exit_with(pid: int) -> None:
+    """End this process as soon as process `pid` ends, whatever ends it (kill -9 included)."""
+    try:
+        fd: int | None = os.pidfd_open(pid)  # readable once the process has exited
+    except ProcessLookupError:
         os._exit(0)
+    except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll instead
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _pid_alive(pid):
+                time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="curate-exit-with-main", daemon=True).start()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _transform_modules(transform: Any) -> list[str]:
@@ -186,9 +220,19 @@ def _worker_context(transform: Any):
     import multiprocessing
     from multiprocessing import forkserver
 
+    from curate import forkserver_guard
+
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "PIL.Image", "curate.decode", "curate.embed", *_transform_modules(transform)])
-    forkserver.ensure_running()
+    modules = ["curate.forkserver_guard", "torch", "PIL.Image", "curate.decode", "curate.embed"]
+    ctx.set_forkserver_preload([*modules, *_transform_modules(transform)])
+    # The guard ties the forkserver to this process with PR_SET_PDEATHSIG, which fires when the
+    # *thread* that started it ends: only tie it to the main thread.
+    if threading.current_thread() is threading.main_thread():
+        os.environ[forkserver_guard.PARENT_ENV] = str(os.getpid())
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(forkserver_guard.PARENT_ENV, None)  # the forkserver has its copy
     return ctx
 
 
@@ -301,7 +345,7 @@ def embed_pool(
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=encoder.device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
         # forkserver: workers inherit none of the open store's file descriptors or locks, so a

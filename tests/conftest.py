@@ -8,6 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json  # noqa: E402 - HF_HUB_OFFLINE must be set before huggingface_hub is imported
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
@@ -57,3 +58,24 @@ def register_tiny_clip(folder: str | Path) -> tuple[str, str]:
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> TinyClip:
     model, checkpoint = register_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
     return TinyClip(model, checkpoint)
+
+
+# Every process a test starts (and every process those start) inherits this token, so the session
+# can check at its end that none of them outlived its parent (issue 7: orphaned forkservers).
+_SESSION_TOKEN = f"{os.getpid()}-{os.urandom(4).hex()}"
+os.environ["CURATE_TEST_SESSION"] = _SESSION_TOKEN
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_orphan_processes():
+    yield
+    from procs import descendants, with_env_token
+
+    def orphans() -> dict[int, str]:
+        ours = set(descendants(os.getpid())) | {os.getpid()}
+        return {p: cmd for p, cmd in with_env_token("CURATE_TEST_SESSION", _SESSION_TOKEN).items() if p not in ours}
+
+    deadline = time.monotonic() + 10  # processes that are exiting right now get a moment
+    while (stray := orphans()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not stray, f"processes started by tests outlived their parents: {stray}"

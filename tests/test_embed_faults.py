@@ -1,0 +1,59 @@
+"""Faults during `curate embed`: kill -9, Ctrl-C, a full disk. No process of curate's may outlive it,
+and the store must stay openable and resumable whatever happens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from procs import descendants, wait_gone
+
+
+def _write_pool(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+
+
+def _embed_cmd(folder: Path, store: Path, workers: int = 2) -> list[str]:
+    return [sys.executable, "-m", "curate", "embed", str(folder), "--model", "pixels", "--store", str(store),
+            "--batch-size", "8", "--workers", str(workers), "--device", "cpu", "--quiet"]
+
+
+def _start_and_wait_for_workers(cmd: list[str], store: Path, workers: int) -> tuple[subprocess.Popen, dict]:
+    """Start an embed and return once its decode workers run and vectors have landed, with every
+    descendant process seen so far (pid -> start time)."""
+    # Output goes to files, not pipes: an orphan holding a pipe open would hang the test, not fail it.
+    log = open(store.parent / "embed.log", "w")  # noqa: SIM115 - the child writes it until it ends
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    rows = store / "pool" / "vector_cache" / "pixels16" / "rows.f32"
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen |= descendants(proc.pid)
+        # forkserver + resource tracker + the workers
+        if len(seen) >= workers + 2 and rows.exists() and rows.stat().st_size > 0:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before the fault could be injected: {_log(store)}"
+    return proc, seen
+
+
+def _log(store: Path) -> str:
+    return (store.parent / "embed.log").read_text()
+
+
+def test_no_process_outlives_a_kill_9(tmp_path):
+    _write_pool(tmp_path / "pool", 2000)
+    store = tmp_path / "store"
+    proc, seen = _start_and_wait_for_workers(_embed_cmd(tmp_path / "pool", store), store, workers=2)
+    seen |= descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    left = wait_gone(seen, timeout=5)
+    assert not left, f"still running 5 s after kill -9 of curate embed: {left}"
