@@ -49,6 +49,8 @@ def train_encoder(
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (off for digits, text)."),
     seed: int = typer.Option(0, "--seed"),
     restart: bool = typer.Option(False, "--restart", help="Discard a previous run in --out and start over."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: one per core; "
+                                "1 is often faster on a machine busy with other work)."),
     store: str = StoreOpt,
     qdrant_url: str = UrlOpt,
     device: str = DeviceOpt,
@@ -91,6 +93,10 @@ def train_encoder(
         dev = pick_device(s.device)
     except ValueError as e:
         fail(str(e))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     cfg = TrainConfig(method=method, arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size,
                       lr=lr, temperature=temperature, hflip=0.5 if flip else 0.0, seed=seed)
     plain = not quiet and not err_console.is_terminal
