@@ -37,6 +37,15 @@ def _save(model: torch.nn.Module, folder, stem: str) -> tuple[str, str]:
     return str(path), sha
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """On a loaded 2-core machine OpenMP's spinning barriers slow small forwards ~10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory):
     torch.manual_seed(0)

@@ -1,0 +1,270 @@
+"""SimCLR on the pool's own images, resumable at every epoch.
+
+lightly supplies what it is made for: the NT-Xent loss, the projection head and the SimCLR
+augmentations (random resized crop, flip, colour jitter, grayscale, blur); the loop, the
+checkpoints and the encoder folder are ours. Augmentations are scaled for small images: blur
+off and milder colour jitter at 64 px and below, crops of at least a quarter of the image.
+
+Every epoch is seeded from (seed, epoch), so a run resumed from the checkpoint of epoch k
+trains exactly as the uninterrupted run would have. On CUDA the forward pass runs in bf16
+autocast (no loss scaling needed); the loss is computed in float32.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from curate.files import write_atomic
+from curate.ssl import CONFIG_FILE, FORMAT, METHODS, STATE_FILE, WEIGHTS_FILE
+from curate.ssl.archs import build_backbone
+from curate.ssl.images import TrainImages
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "simclr"
+    arch: str = "small-cnn"
+    image_size: int = 32
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    temperature: float = 0.5
+    projection_dim: int = 128
+    hflip: float = 0.5  # 0 for content whose mirror image means something else (digits, text)
+    min_scale: float = 0.25
+    seed: int = 0
+
+    def settings(self) -> dict:
+        """Everything that must match for a resume to continue the same run (not `epochs`:
+        raising it continues a finished run, with the cosine schedule stretched)."""
+        return {k: v for k, v in asdict(self).items() if k != "epochs"}
+
+
+@dataclass
+class TrainReport:
+    out: Path
+    epochs_done: int
+    epochs_run: int
+    images: int
+    failed: int
+    losses: list[float] = field(default_factory=list)
+    images_per_s: float = 0.0
+    resumed_from: int = 0
+
+    def summary(self) -> str:
+        if self.epochs_run == 0:
+            return f"{self.out}: already trained for {self.epochs_done} epochs; raise --epochs to train on"
+        start = f" (resumed after epoch {self.resumed_from})" if self.resumed_from else ""
+        return (
+            f"trained {self.epochs_run} epoch(s){start} on {self.images} images ({self.failed} failed), "
+            f"loss {self.losses[0]:.3f} -> {self.losses[-1]:.3f}, {self.images_per_s:,.0f} img/s; "
+            f"encoder in {self.out} (use --model ssl:{self.out})"
+        )
+
+
+def _lightly():
+    """lightly is an optional dependency: only training needs it, never loading an encoder."""
+    try:
+        from lightly.loss.ntx_ent_loss import NTXentLoss
+        from lightly.models.modules.heads import SimCLRProjectionHead
+        from lightly.transforms.simclr_transform import SimCLRTransform
+    except ImportError as e:
+        raise ValueError(f"train-encoder needs the lightly package ({e}); pip install 'curate[ssl]'") from None
+    return NTXentLoss, SimCLRProjectionHead, SimCLRTransform
+
+
+def augmentation(cfg: TrainConfig):  # noqa: ANN201 - lightly's two-view transform
+    small = cfg.image_size <= 64
+    return _lightly()[2](
+        input_size=cfg.image_size,
+        min_scale=cfg.min_scale,
+        cj_strength=0.5 if small else 1.0,
+        gaussian_blur=0.0 if small else 0.5,
+        hf_prob=cfg.hflip,
+        normalize={"mean": list(MEAN), "std": list(STD)},
+    )
+
+
+def pool_fingerprint(paths: list[str]) -> str:
+    return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # lightly's blur draws from numpy's global generator
+    random.seed(seed)
+
+
+def _lr(cfg: TrainConfig, step: int, total: int) -> float:
+    """Linear warm-up over the first 10% of steps (at most 500), then cosine to zero."""
+    warm = max(1, min(500, total // 10))
+    return cfg.lr * min(1.0, (step + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+class Run:
+    """Backbone, projection head, optimizer and the bookkeeping a checkpoint holds."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        if cfg.method not in METHODS:
+            raise ValueError(f"--method {cfg.method!r} is not implemented; choose one of {', '.join(METHODS)}")
+        loss_cls, head_cls, _ = _lightly()
+        _seed(cfg.seed)
+        self.cfg, self.device = cfg, device
+        self.backbone = build_backbone(cfg.arch, cfg.image_size).to(device)
+        dim = self.backbone.dim
+        self.head = head_cls(dim, dim, cfg.projection_dim).to(device)
+        self.criterion = loss_cls(temperature=cfg.temperature)
+        params = list(self.backbone.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.epoch = 0
+        self.losses: list[float] = []
+
+    def step(self, x0: torch.Tensor, x1: torch.Tensor, lr: float) -> float:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x = torch.cat([x0, x1]).to(self.device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            z = self.head(self.backbone(x))
+        z0, z1 = z.float().chunk(2)
+        loss = self.criterion(z0, z1)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def state(self, pool: dict) -> dict:
+        return {
+            "format": FORMAT,
+            "epoch": self.epoch,
+            "losses": list(self.losses),
+            "settings": self.cfg.settings(),
+            "pool": pool,
+            "backbone": self.backbone.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.opt.state_dict(),
+        }
+
+    def restore(self, path: Path, pool: dict) -> None:
+        """Continue from a checkpoint of the same settings and pool; ValueError otherwise."""
+        st = torch.load(path, map_location=self.device, weights_only=True)
+        if st.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a curate train-encoder checkpoint; use another --out or --restart")
+        diff = [k for k, v in self.cfg.settings().items() if st["settings"].get(k) != v]
+        if diff:
+            was = ", ".join(f"{k} {st['settings'].get(k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
+            raise ValueError(f"{path.parent} holds a run with other settings: {was}; use another --out or --restart")
+        if st["pool"].get("paths_sha256") != pool["paths_sha256"]:
+            raise ValueError(
+                f"{path.parent} was trained on another set of images ({st['pool'].get('images')} images, now "
+                f"{pool['images']}); use another --out or --restart"
+            )
+        self.backbone.load_state_dict(st["backbone"], strict=True)
+        self.head.load_state_dict(st["head"], strict=True)
+        self.opt.load_state_dict(st["optimizer"])
+        self.epoch, self.losses = int(st["epoch"]), [float(x) for x in st["losses"]]
+
+
+def encoder_config(run: Run, pool: dict) -> dict:
+    """encoder.json: all `ssl:DIR` needs to embed, plus how and on what the encoder was trained."""
+    cfg = run.cfg
+    return {
+        "format": FORMAT,
+        "arch": cfg.arch,
+        "dim": int(run.backbone.dim),
+        "image_size": cfg.image_size,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "weights": WEIGHTS_FILE,
+        "epochs_done": run.epoch,
+        "losses": [round(x, 5) for x in run.losses],
+        "training": {**cfg.settings(), "epochs": cfg.epochs, "device": run.device.type},
+        "pool": pool,
+        "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def save(run: Run, out: Path, pool: dict) -> None:
+    """Weights and config first, the training state last: a crash between them leaves a state
+    one epoch behind, whose re-run (seeded) writes the same weights again."""
+    write_atomic(out / WEIGHTS_FILE, lambda tmp: torch.save(run.backbone.state_dict(), tmp))
+    cfg_text = json.dumps(encoder_config(run, pool), indent=2)
+    write_atomic(out / CONFIG_FILE, lambda tmp: tmp.write_text(cfg_text))
+    write_atomic(out / STATE_FILE, lambda tmp: torch.save(run.state(pool), tmp))
+
+
+StepHook = Callable[[int, int, int, float, float], None]  # epoch, step, steps, loss, images/s
+
+
+def train(
+    data: TrainImages,
+    cfg: TrainConfig,
+    out: str | Path,
+    device: torch.device,
+    source: str = "",
+    on_step: StepHook | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainReport:
+    """Train (or resume) into `out`; checkpoints after every epoch. `on_epoch(epoch, loss)` runs
+    after that epoch's checkpoint is on disk."""
+    out = Path(out)
+    n = len(data.images)
+    if n < 2:
+        raise ValueError(f"{n} readable image(s); self-supervised training needs at least 2")
+    pool = {
+        "source": source,
+        "images": n,
+        "failed": len(data.failed),
+        "paths_sha256": pool_fingerprint(data.paths),
+    }
+    run = Run(cfg, device)
+    if (out / STATE_FILE).is_file():
+        run.restore(out / STATE_FILE, pool)
+    report = TrainReport(out, run.epoch, 0, n, len(data.failed), resumed_from=run.epoch)
+    if run.epoch >= cfg.epochs:
+        return report
+    transform = augmentation(cfg)
+    bs = min(cfg.batch_size, n)
+    steps = n // bs  # the last partial batch is dropped: tiny batches make NT-Xent noisy
+    total = cfg.epochs * steps
+    seen, t0 = 0, time.perf_counter()
+    while run.epoch < cfg.epochs:
+        epoch = run.epoch
+        _seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(n).tolist()
+        run.backbone.train()
+        run.head.train()
+        epoch_loss = 0.0
+        for s in range(steps):
+            views = [transform(data.images[i]) for i in order[s * bs : (s + 1) * bs]]
+            x0 = torch.stack([v[0] for v in views])
+            x1 = torch.stack([v[1] for v in views])
+            loss = run.step(x0, x1, _lr(cfg, epoch * steps + s, total))
+            epoch_loss += loss
+            seen += bs
+            if on_step is not None:
+                on_step(epoch + 1, s + 1, steps, loss, seen / max(time.perf_counter() - t0, 1e-9))
+        run.epoch += 1
+        run.losses.append(epoch_loss / steps)
+        save(run, out, pool)
+        report.epochs_run += 1
+        if on_epoch is not None:
+            on_epoch(run.epoch, run.losses[-1])
+    report.epochs_done = run.epoch
+    report.losses = run.losses[report.resumed_from :]
+    report.images_per_s = seen / max(time.perf_counter() - t0, 1e-9)
+    return report
