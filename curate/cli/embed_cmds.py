@@ -86,6 +86,9 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         out = write_atomic(Path(s.out) / s.collection / "errors.parquet", errors.write_parquet)
         err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {out}")
     console.print(report.summary(), highlight=False)
+    if report.skipped and pool.metadata_columns:  # embed never rewrites stored images' payload
+        err_console.print(f"note: metadata of the {report.skipped} image(s) already stored is not updated by embed; "
+                          f"to merge it: curate meta {source} -c {s.collection}", highlight=False, markup=False)
     return report
 
 
