@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,6 +16,16 @@ DEFAULTS = {
     "device": "auto",
     "out": "curate-out",
 }
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps; anything else is a one-line error, not a torch traceback."""
+    if not _DEVICE.match(device.strip().lower()):
+        raise ValueError(f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,12 @@ def resolve(config_file: str | Path = "curate.toml", **flags: object) -> Setting
         elif env:
             values[f.name] = env
         elif f.name in file_values:
-            values[f.name] = file_values[f.name]
+            value = file_values[f.name]
+            if not isinstance(value, str):  # `store = 5` would otherwise fail deep inside pathlib
+                raise ValueError(f"{config_file}: {f.name} = {value!r} must be a quoted string, "
+                                 f'e.g. {f.name} = "{DEFAULTS[f.name] or "..."}"')
+            values[f.name] = value
         else:
             values[f.name] = DEFAULTS[f.name]
+    values["device"] = check_device(values["device"])
     return Settings(**values)

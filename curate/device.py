@@ -12,10 +12,12 @@ import platform
 
 import torch
 
+from curate.config import check_device
+
 
 def pick_device(preference: str | None = None) -> torch.device:
     """`preference` is "auto" (default), "cpu", "cuda" or "cuda:N"; CURATE_DEVICE overrides auto."""
-    pref = (preference or os.environ.get("CURATE_DEVICE") or "auto").lower()
+    pref = check_device(preference or os.environ.get("CURATE_DEVICE") or "auto")
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if pref.startswith("cuda") and not torch.cuda.is_available():

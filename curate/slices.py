@@ -420,19 +420,19 @@ def example_vectors(
             raise SliceError(f"example {lacking[0]} has no {encoder} vector (it failed to embed); pick another")
         parts.append(store.get_vectors(collection, encoder, ids))
     if files:
-        from PIL import Image
-
         enc = image_encoder
         if enc is None:
             from curate.encoders import encoder_from_spec
 
             enc = encoder_from_spec(store.encoders(collection)[encoder], device)
+        from curate.decode import DecodeError, decode_file
+
         batch = []
         for f in files:
-            try:
-                with Image.open(Path(f).expanduser()) as im:
-                    batch.append(enc.preprocess(im.convert("RGB")))
-            except OSError as e:
+            try:  # the embed decoder: pixel cap (decompression bombs), EXIF rotation, time limit
+                img, _ = decode_file(Path(f).expanduser(), timeout=20.0)
+                batch.append(enc.preprocess(img))
+            except (OSError, DecodeError) as e:
                 raise SliceError(f"example {f}: cannot read the image ({e})") from None
         parts.append(enc.encode_images(torch.stack(batch)).numpy())
     return _unit(np.concatenate(parts))

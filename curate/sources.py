@@ -72,7 +72,8 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _read_manifest(path: Path) -> pl.DataFrame:
+def read_manifest(path: Path, key: str = "path") -> pl.DataFrame:
+    """A manifest as a table; `key` is the column every row must fill (path, or id for `curate meta`)."""
     ext = path.suffix.lower()
     try:
         if ext == ".csv":
@@ -83,10 +84,10 @@ def _read_manifest(path: Path) -> pl.DataFrame:
             df = pl.read_ndjson(path)
     except Exception as e:  # polars raises several error types for malformed files
         raise SourceError(f"cannot read manifest {path}: {e}") from e
-    if "path" not in df.columns:
-        raise SourceError(f"manifest {path} has no 'path' column (columns: {', '.join(df.columns)})")
-    if df["path"].null_count():
-        raise SourceError(f"manifest {path}: {df['path'].null_count()} row(s) have an empty 'path'")
+    if key not in df.columns:
+        raise SourceError(f"manifest {path} has no {key!r} column (columns: {', '.join(df.columns)})")
+    if df[key].null_count():
+        raise SourceError(f"manifest {path}: {df[key].null_count()} row(s) have an empty {key!r}")
     return df
 
 
@@ -113,7 +114,7 @@ def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -
     path = Path(src)
     meta: pl.DataFrame | None = None
     if path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
-        meta = _read_manifest(path)
+        meta = read_manifest(path)
         base = path.parent.resolve()
         files = [str(p) if Path(p).is_absolute() else str(base / p) for p in meta["path"].cast(pl.Utf8)]
         default_root = base

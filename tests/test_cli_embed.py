@@ -87,6 +87,9 @@ def test_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     assert manifest.height == 300 and set(manifest.columns) == {"path", "label", "source"}
     picks = pl.read_csv(tmp_path / "curate-demo" / "out" / "select-round-1.csv")
     assert picks.height == 100 and picks["id"].n_unique() == 100
+    # each step's command is printed whole on one line (no panel cuts it), so it can be copied
+    assert ("curate select --collection demo --store curate-demo/.curate --quiet --budget 100 --balance-by source "
+            "--name demo-round-1 --out curate-demo/out/select-round-1.csv") in res.output.splitlines()
     assert (tmp_path / "curate-demo" / "out" / "dedup" / "dedup_groups.parquet").exists()
     info = json.loads(_run("info", "--json", "--store", str(tmp_path / "curate-demo" / ".curate")).output)
     assert info["collections"]["demo"]["points"] == 300

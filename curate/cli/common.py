@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from curate import config
-from curate.store import Store, open_store
+from curate.store import Store, StoreError, open_store
 
 console = Console(soft_wrap=True)  # no hard wraps in logs and pipes
 err_console = Console(stderr=True, soft_wrap=True)
@@ -41,9 +41,17 @@ def settings(**flags: object) -> config.Settings:
 
 
 @contextlib.contextmanager
-def store_from(s: config.Settings) -> Iterator[Store]:
-    """Open the configured store and always close it, so the embedded store's lock is released."""
-    store = open_store(s.store, s.qdrant_url, s.qdrant_api_key)
+def store_from(s: config.Settings, create: bool = False, write: bool = False) -> Iterator[Store]:
+    """Open the configured store and always close it, so the embedded store's lock is released.
+
+    Only `create=True` (embed) makes a missing embedded store: any other command run from the wrong
+    folder says so instead of leaving an empty `.curate/` behind. `write=True` fails at once on a
+    read-only store (read-only stores otherwise serve reads and refuse the first write)."""
+    store = open_store(s.store, s.qdrant_url, s.qdrant_api_key, create=create)
+    if write and getattr(store, "read_only", False):
+        store.close()
+        raise StoreError(f"the store {store.location} is read-only, and this command writes to it; "
+                         "make it writable, or copy it and point --store at the copy")
     try:
         yield store
     finally:

