@@ -63,6 +63,9 @@ def dedup(
                                     "(default 0.95; 0.99 for the pixels encoder); see --suggest."),
     keep: str = typer.Option("largest", "--keep", help="Which member of a group to keep: largest (most pixels, "
                              "then bytes), first (first relative path), central (most similar to the rest)."),
+    linkage: str = typer.Option("star", "--linkage", help="star: every member within the cut of its kept image "
+                                "(images visited in --keep order; each one not yet grouped keeps the rest of its "
+                                "neighbours); complete: of every other member; single: union-find (chains A~B~C)."),
     exact_only: bool = typer.Option(False, "--exact-only", help="Only byte-identical files (sha256); no vectors."),
     mode: str = typer.Option("auto", "--mode", help="exact (all pairs), clustered (k-means, pairs within "
                              "clusters; for very large pools) or auto (exact up to 300k on CPU / 5M on GPU)."),
@@ -108,7 +111,7 @@ def dedup(
                 return
             res = run_dedup(
                 st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags, threshold=thr,
-                exact_only=exact_only, keep=keep, mode=mode, n_clusters=clusters, probes=probes,
+                exact_only=exact_only, keep=keep, linkage=linkage, mode=mode, n_clusters=clusters, probes=probes,
                 device=s.device, center=center,
             )
     except _errors() as e:

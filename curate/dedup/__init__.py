@@ -1,8 +1,10 @@
-"""Duplicates: exact (same bytes) and near (cosine >= threshold) found together, grouped by
-union-find, one keeper per group. Files are never deleted or moved; results are a Parquet table,
-keep/remove manifests and payload tags (`dup_group`, `is_duplicate`)."""
+"""Duplicates: exact (same bytes) and near (cosine >= threshold) found together; near copies are
+grouped around a kept image without chaining (star linkage, see curate.dedup.linkage). Files are
+never deleted or moved; results are a Parquet table, keep/remove manifests and payload tags
+(`dup_group`, `is_duplicate`)."""
 
-from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of
+from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of, priority_order
+from curate.dedup.linkage import LINKAGES, brute_force_groups, complete_groups, star_groups
 from curate.dedup.near import NeighbourSample, default_threshold, nearest_neighbour_sample
 from curate.dedup.run import (
     DEFAULT_THRESHOLD,
@@ -19,12 +21,15 @@ from curate.dedup.semdedup import clustered_near_edges, spherical_kmeans
 __all__ = [
     "DEFAULT_THRESHOLD",
     "KEEP_POLICIES",
+    "LINKAGES",
     "MODES",
     "Components",
     "DedupResult",
     "NeighbourSample",
     "Pool",
+    "brute_force_groups",
     "choose_keeper",
+    "complete_groups",
     "clustered_near_edges",
     "default_threshold",
     "find_groups",
@@ -32,6 +37,8 @@ __all__ = [
     "load_pool",
     "nearest_neighbour_sample",
     "run_dedup",
+    "priority_order",
     "spherical_kmeans",
+    "star_groups",
     "suggest_threshold",
 ]

@@ -17,7 +17,8 @@ import polars as pl
 import torch
 
 from curate.dedup.exact import exact_edges
-from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of
+from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
+from curate.dedup.linkage import LINKAGES, complete_groups, star_groups
 from curate.dedup.near import (
     DEFAULT_THRESHOLD,
     NeighbourSample,
@@ -25,10 +26,10 @@ from curate.dedup.near import (
     default_threshold,
     nearest_neighbour_sample,
 )
-from curate.dedup.semdedup import clustered_near_edges
+from curate.dedup.semdedup import cluster_subsets, clustered_near_edges
 from curate.device import pick_device
 from curate.files import write_atomic
-from curate.kernels import check_threshold
+from curate.kernels import check_threshold, iter_pairs_above
 from curate.store import Condition, Store
 
 MODES = ("auto", "exact", "clustered")
@@ -120,18 +121,19 @@ class DedupResult:
     n_groups: int
     n_removed: int
     n_exact_pairs: int  # sha256 edges (star per hash)
-    n_near_pairs: int  # pairs >= threshold found (clustered mode: visits, may repeat a pair)
+    n_near_pairs: int  # single: pairs >= threshold found (clustered: visits); star/complete: members joined
     mode: str
     threshold: float | None
     seconds: float
     files: list[str] = field(default_factory=list)
+    linkage: str = "star"  # star, complete, single; "exact" when only sha256 was compared
 
     @property
     def remove_ids(self) -> list[str]:
         return self.table.filter(~pl.col("kept"))["id"].to_list()
 
     def summary(self) -> str:
-        near = f", near >= {self.threshold} ({self.mode})" if self.threshold is not None else ""
+        near = f", near >= {self.threshold:.4g} ({self.linkage}, {self.mode})" if self.threshold is not None else ""
         return (
             f"{self.n_points} points ({self.n_vectors} with vectors): {self.n_groups} duplicate groups, "
             f"{self.n_removed} to remove, {self.n_points - self.n_removed} to keep [exact sha256{near}; "
@@ -169,6 +171,7 @@ def find_groups(
     *,
     threshold: float | None = DEFAULT_THRESHOLD,
     keep: str = "largest",
+    linkage: str = "star",
     mode: str = "auto",
     n_clusters: int | None = None,
     probes: int = 2,
@@ -176,10 +179,14 @@ def find_groups(
     chunk: int | None = None,
     center: bool = False,
 ) -> DedupResult:
-    """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicates in one graph.
+    """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicate groups.
 
+    Byte-identical files always share a group. `linkage`: star (default; every member within the
+    cut of its kept image), complete (of every other member) or single (union-find, chains).
     `center=True` compares vectors after subtracting the pool's mean vector (see `centered`)."""
     t0 = time.perf_counter()
+    if linkage not in LINKAGES:
+        raise ValueError(f"--linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
     if center and pool.vectors is not None and len(pool.vectors) >= 2:
         pool = dataclasses.replace(pool, vectors=centered(pool.vectors))
     if keep not in KEEP_POLICIES:
@@ -191,19 +198,26 @@ def find_groups(
     comps = Components(n)
     a, b = exact_edges(pool.hashes)
     comps.add(a, b)
-    n_near = 0
     n_vec = 0 if pool.vectors is None else len(pool.vectors)
-    used_mode = "none"
-    if threshold is not None and pool.vectors is not None and n_vec >= 2:
-        used_mode = resolve_mode(mode, n_vec, dev)
+    near = threshold is not None and pool.vectors is not None and n_vec >= 2
+    used_mode = resolve_mode(mode, n_vec, dev) if near else "none"
+    n_near = 0
+    if near and linkage == "single":
+        assert pool.vectors is not None and threshold is not None
         if used_mode == "exact":
             n_near = add_near_edges(pool.vectors, threshold, comps, pool.node_of_row, device=dev, chunk=chunk)
         else:
             n_near, _ = clustered_near_edges(
                 pool.vectors, threshold, comps, pool.node_of_row, n_clusters=n_clusters, probes=probes, device=dev
             )
-    groups = groups_of(comps.result())
-    table = _group_table(pool, groups, keep)
+        groups = [(choose_keeper(m, keep, pool.info, pool.vectors), m) for m in groups_of(comps.result())]
+    elif near:
+        assert threshold is not None
+        groups, n_near = _greedy_groups(pool, comps.result(), threshold, keep, linkage, used_mode,
+                                        n_clusters=n_clusters, probes=probes, device=dev, chunk=chunk)
+    else:
+        groups = [(choose_keeper(m, keep, pool.info, pool.vectors), m) for m in groups_of(comps.result())]
+    table = _group_table(pool, groups)
     n_removed = int((~table["kept"]).sum()) if len(table) else 0
     return DedupResult(
         table=table,
@@ -216,7 +230,72 @@ def find_groups(
         mode=used_mode,
         threshold=threshold,
         seconds=time.perf_counter() - t0,
+        linkage=linkage if near else "exact",
     )
+
+
+def _greedy_groups(
+    pool: Pool,
+    hash_label: np.ndarray,
+    threshold: float,
+    keep: str,
+    linkage: str,
+    mode: str,
+    *,
+    n_clusters: int | None,
+    probes: int,
+    device: torch.device,
+    chunk: int | None,
+) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Star / complete groups: one vector per set of byte-identical files (its first image in
+    priority order) takes part in the greedy; the other files of the set follow it, so exact
+    copies always stay together, also those that failed to embed. Returns ((keeper, members)
+    groups ordered by smallest member, number of members joined by similarity)."""
+    assert pool.vectors is not None
+    vec = pool.vectors
+    subsets = None
+    if mode == "clustered":
+        subsets = cluster_subsets(vec, n_clusters=n_clusters, probes=probes, device=device)
+    degree = None
+    if keep == "central":
+        deg_rows = _degree(vec, threshold, subsets, device, chunk)
+        degree = np.zeros(len(pool.ids), dtype=np.int64)
+        degree[pool.node_of_row] = deg_rows
+    order = priority_order(pool.info, keep, degree)
+    with_vec = order[pool.info.vec_row[order] >= 0]
+    _, first = np.unique(hash_label[with_vec], return_index=True)
+    reps = with_vec[np.sort(first)]  # points, in priority order
+    rep_rows = pool.info.vec_row[reps]
+    rank_subsets = None
+    if subsets is not None:
+        rank_of_row = np.full(len(vec), -1, dtype=np.int64)
+        rank_of_row[rep_rows] = np.arange(len(reps))
+        rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
+    tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
+    fn = star_groups if linkage == "star" else complete_groups
+    leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
+    n = len(pool.ids)
+    keeper_of_label = np.full(n, -1, dtype=np.int64)
+    keeper_of_label[hash_label[reps]] = reps[leader]
+    keeper = keeper_of_label[hash_label]
+    exact_only = keeper < 0  # sets of identical files none of which has a vector
+    keeper[exact_only] = n + hash_label[exact_only]  # a key of their own, outside 0..n-1
+    groups = []
+    for members in groups_of(keeper):
+        k = int(keeper[members[0]])
+        groups.append((k if k < n else choose_keeper(members, keep, pool.info, pool.vectors), members))
+    n_near = int(np.sum(leader != np.arange(len(reps))))
+    return groups, n_near
+
+
+def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,
+            chunk: int | None) -> np.ndarray:
+    """Neighbours at cosine >= threshold per row (inside clusters when `subsets`)."""
+    deg = np.zeros(len(vec), dtype=np.int64)
+    for rows in subsets if subsets is not None else [np.arange(len(vec))]:
+        for i, j, _ in iter_pairs_above(vec[rows], threshold, device=device, chunk=chunk):
+            deg += np.bincount(rows[i], minlength=len(vec)) + np.bincount(rows[j], minlength=len(vec))
+    return deg
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -224,14 +303,13 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def _group_table(pool: Pool, groups: list[np.ndarray], keep: str) -> pl.DataFrame:
+def _group_table(pool: Pool, groups: list[tuple[int, np.ndarray]]) -> pl.DataFrame:
     """Long table: one row per member with its group (the keeper's id), whether it is kept, its
     cosine to the keeper (1.0 for byte-identical copies; null when either has no vector) and how it
     matches the keeper (exact = same bytes, near = similar vectors, linked = no vector to compare,
     in the group through another member's bytes)."""
     cols: dict[str, list] = {k: [] for k in ("group", "group_size", "id", "path", "kept", "similarity", "match")}
-    for members in groups:
-        keeper = choose_keeper(members, keep, pool.info, pool.vectors)
+    for keeper, members in groups:
         kh = pool.hashes[keeper]
         krow = pool.info.vec_row[keeper]
         kv = _unit(pool.vectors[krow]) if krow >= 0 and pool.vectors is not None else None
