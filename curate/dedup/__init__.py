@@ -3,6 +3,7 @@ grouped around a kept image without chaining (star linkage, see curate.dedup.lin
 never deleted or moved; results are a Parquet table, keep/remove manifests and payload tags
 (`dup_group`, `is_duplicate`)."""
 
+from curate.dedup.cut import MAX_SHARE, CutChoice, derive_cut
 from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of, priority_order
 from curate.dedup.linkage import LINKAGES, brute_force_groups, complete_groups, star_groups
 from curate.dedup.near import NeighbourSample, default_threshold, nearest_neighbour_sample
@@ -11,6 +12,7 @@ from curate.dedup.run import (
     MODES,
     DedupResult,
     Pool,
+    TooManyDuplicates,
     find_groups,
     load_pool,
     run_dedup,
@@ -24,14 +26,18 @@ __all__ = [
     "LINKAGES",
     "MODES",
     "Components",
+    "CutChoice",
+    "MAX_SHARE",
     "DedupResult",
     "NeighbourSample",
     "Pool",
+    "TooManyDuplicates",
     "brute_force_groups",
     "choose_keeper",
     "complete_groups",
     "clustered_near_edges",
     "default_threshold",
+    "derive_cut",
     "find_groups",
     "groups_of",
     "load_pool",

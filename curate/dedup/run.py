@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from curate.dedup.cut import MAX_SHARE, CutChoice, derive_cut
 from curate.dedup.exact import exact_edges
 from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
 from curate.dedup.linkage import LINKAGES, complete_groups, star_groups
@@ -23,7 +24,6 @@ from curate.dedup.near import (
     DEFAULT_THRESHOLD,
     NeighbourSample,
     add_near_edges,
-    default_threshold,
     nearest_neighbour_sample,
 )
 from curate.dedup.semdedup import cluster_subsets, clustered_near_edges
@@ -37,6 +37,7 @@ MODES = ("auto", "exact", "clustered")
 # ~10 minutes (CPU: ~130 GFLOP/s on 2 cores; one modern GPU: several hundred TFLOP/s).
 EXACT_LIMIT = {"cpu": 300_000, "cuda": 5_000_000}
 GROUP_FIELDS = ("dup_group", "is_duplicate")
+CUT_SAMPLE = 5000  # images whose nearest neighbour sets the default cut (its median is stable by then)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Pool:
     info: PointInfo
     vectors: np.ndarray | None  # [n_vec, d] rows of points that have a vector
     node_of_row: np.ndarray  # vector row -> index into ids
+    failed: np.ndarray | None = None  # True where the image failed to decode or embed
 
     def name(self, node: int) -> str:
         """Short display name: the relative path (what "first" orders by)."""
@@ -86,7 +88,7 @@ class Pool:
 
 def load_pool(store: Store, collection: str, encoder: str | None, where: list[Condition] | None = None) -> Pool:
     """Payload of every point matching `where` plus the encoder's vectors (None: exact only)."""
-    fields = ["path", "relpath", "sha256", "width", "height", "bytes"]
+    fields = ["path", "relpath", "sha256", "width", "height", "bytes", "failed"]
     payload = store.payloads(collection, where or None, fields)
     ids = sorted(payload)
     if not ids:
@@ -110,6 +112,10 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
         vector_ids=vector_ids,
     )
     pool.paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
+    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
+    if vectors is not None:
+        failed |= pool.info.vec_row < 0  # no vector for this encoder: it failed to embed
+    pool.failed = failed
     return pool
 
 
@@ -126,7 +132,15 @@ class DedupResult:
     threshold: float | None
     seconds: float
     files: list[str] = field(default_factory=list)
+    cut: CutChoice | None = None  # how the default threshold was derived (None: given)
     linkage: str = "star"  # star, complete, single; "exact" when only sha256 was compared
+
+    @property
+    def near_share(self) -> float:
+        """Share of the pool removed as near (not byte-identical) copies: what the 20% guard checks."""
+        if not len(self.table) or not self.n_points:
+            return 0.0
+        return int((~self.table["kept"] & (self.table["match"] == "near")).sum()) / self.n_points
 
     @property
     def remove_ids(self) -> list[str]:
@@ -343,14 +357,16 @@ def _group_table(pool: Pool, groups: list[tuple[int, np.ndarray]]) -> pl.DataFra
 # writing results
 # ------------------------------------------------------------------------------------------------
 def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[str]:
-    """dedup_groups.parquet (the table), dedup_keep.csv (every point not removed) and
-    dedup_remove.csv (the duplicates to drop, with their group and similarity)."""
+    """dedup_groups.parquet (the table), dedup_keep.csv (every point neither removed nor failed:
+    an image that failed to decode or embed is no training image) and dedup_remove.csv (the
+    duplicates to drop, with their group and similarity)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     removed = set(result.remove_ids)
+    failed = pool.failed if pool.failed is not None else np.zeros(len(pool.ids), dtype=bool)
+    keep = [k for k, i in enumerate(pool.ids) if i not in removed and not failed[k]]
     keep_df = pl.DataFrame(
-        {"id": [i for i in pool.ids if i not in removed],
-         "path": [p for i, p in zip(pool.ids, pool.paths, strict=True) if i not in removed]},
+        {"id": [pool.ids[k] for k in keep], "path": [pool.paths[k] for k in keep]},
         schema={"id": pl.String, "path": pl.String},
     )
     remove_df = result.table.filter(~pl.col("kept")).select("id", "path", "group", "similarity", "match")
@@ -375,6 +391,18 @@ def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool
     store.flush()
 
 
+class TooManyDuplicates(ValueError):
+    """A run would remove more than MAX_SHARE of the pool as near copies: nothing was written."""
+
+    def __init__(self, result: DedupResult, sample: NeighbourSample, cut: CutChoice) -> None:
+        self.result, self.sample, self.cut = result, sample, cut
+        super().__init__(
+            f"threshold {result.threshold:.4g} would remove {100 * result.near_share:.1f}% of the pool as near "
+            f"copies (more than {100 * MAX_SHARE:.0f}%): nothing written; suggested threshold {cut.cut:.4f}, "
+            "or --force to write these groups"
+        )
+
+
 def run_dedup(
     store: Store,
     collection: str,
@@ -385,28 +413,51 @@ def run_dedup(
     exact_only: bool = False,
     where: list[Condition] | None = None,
     write_tags: bool = True,
+    force: bool = False,
+    sample: int = CUT_SAMPLE,
     **options: object,
 ) -> DedupResult:
     """Load, find groups, write outputs and payload.
 
     `exact_only`: byte-identical files only, no vectors read. Otherwise `encoder` may be None when
-    the collection holds one encoder, and `threshold=None` takes the encoder's default cut
-    (`default_threshold`: 0.95, 0.99 for `pixels`). `options` go to `find_groups`."""
+    the collection holds one encoder, and `threshold=None` derives the cut from the pool
+    (curate.dedup.cut). A run that would remove more than MAX_SHARE of the pool as near copies
+    raises TooManyDuplicates and writes nothing, unless `force`. `options` go to `find_groups`."""
+    family = None
     if exact_only:
         encoder = None
         if not store.has_collection(collection):
             store.require_encoder(collection, None)  # raises the standard "collection not found" error
     else:
         encoder = store.require_encoder(collection, encoder)
-        if threshold is None:
-            threshold = default_threshold(store.encoders(collection).get(encoder))
+        family = (store.encoders(collection).get(encoder) or {}).get("family")
     pool = load_pool(store, collection, encoder, where)
+    center = bool(options.get("center"))
+    ns = choice = None
+    if not exact_only and pool.vectors is not None and len(pool.vectors) >= 2:
+        ns, choice = pool_cut(pool, family, center=center, sample=sample, device=options.get("device"))
+    given = threshold
+    if threshold is None and choice is not None:
+        threshold = choice.cut
     result = find_groups(pool, threshold=None if exact_only else threshold, **options)  # type: ignore[arg-type]
+    result.cut = choice if given is None else None
+    if not force and ns is not None and choice is not None and result.near_share > MAX_SHARE:
+        raise TooManyDuplicates(result, ns, choice)
     if out_dir is not None:
         result.files = write_outputs(result, pool, out_dir)
     if write_tags:
         write_payload(store, collection, result, pool)
     return result
+
+
+def pool_cut(pool: Pool, family: str | None, *, center: bool = False, sample: int = CUT_SAMPLE,
+             device: object = None) -> tuple[NeighbourSample, CutChoice]:
+    """Nearest-neighbour sample of the pool (in the space find_groups compares: centered when
+    `center`) and the cut derived from it."""
+    assert pool.vectors is not None
+    vectors = centered(pool.vectors) if center else pool.vectors
+    ns = nearest_neighbour_sample(vectors, sample, device=device)  # type: ignore[arg-type]
+    return ns, derive_cut(ns.sims, family, centered=center)
 
 
 def suggest_threshold(
@@ -415,15 +466,16 @@ def suggest_threshold(
     encoder: str | None,
     *,
     where: list[Condition] | None = None,
-    sample: int = 20_000,
+    sample: int = CUT_SAMPLE,
     device: str | torch.device | None = None,
     center: bool = False,
-) -> tuple[NeighbourSample, Pool]:
-    """Nearest-neighbour similarities of a sample of the pool, for `--suggest` (in the same space
-    as `find_groups`: centered when `center`)."""
+) -> tuple[NeighbourSample, Pool, CutChoice]:
+    """Nearest-neighbour similarities of a sample of the pool and the cut `dedup` would derive from
+    them, for `--suggest` (in the same space as `find_groups`: centered when `center`)."""
     encoder = store.require_encoder(collection, encoder)
+    family = (store.encoders(collection).get(encoder) or {}).get("family")
     pool = load_pool(store, collection, encoder, where)
     if pool.vectors is None or len(pool.vectors) < 2:
         raise ValueError(f"fewer than 2 vectors for encoder {encoder!r}; nothing to compare")
-    vectors = centered(pool.vectors) if center else pool.vectors
-    return nearest_neighbour_sample(vectors, sample, device=device), pool
+    ns, choice = pool_cut(pool, family, center=center, sample=sample, device=device)
+    return ns, pool, choice
