@@ -75,14 +75,17 @@ def find_leaks(
     *,
     threshold: float | None = None,
     device: str | torch.device | None = None,
+    center: bool = False,
 ) -> LeakReport:
     """Resolve both sets, compare every A image with every B image, join byte-identical pairs.
-    `threshold=None`: the encoder's dedup default (a near copy means the same everywhere)."""
+    `threshold=None`: the encoder's fixed near-copy cut (the centered floor with `center`).
+    `center`: compare after subtracting the mean vector of A and B together (see dedup --center)."""
     encoder = store.require_encoder(collection, encoder)
     if threshold is None:
+        from curate.dedup.cut import CENTERED_FLOOR
         from curate.dedup.near import default_threshold
 
-        threshold = default_threshold(store.encoders(collection).get(encoder))
+        threshold = CENTERED_FLOOR if center else default_threshold(store.encoders(collection).get(encoder))
     try:
         check_threshold(threshold)
     except ValueError as e:
@@ -100,6 +103,8 @@ def find_leaks(
     if av_ids and bv_ids:
         xa = store.get_vectors(collection, encoder, av_ids)
         xb = store.get_vectors(collection, encoder, bv_ids)
+        if center:
+            xa, xb = centered_pair(xa, xb)
         i, j, s = cross_pairs(xa, xb, threshold, device=device)
         for ii, jj, ss in zip(i.tolist(), j.tolist(), s.tolist(), strict=True):
             rows[(av_ids[ii], bv_ids[jj])] = ss
@@ -129,6 +134,15 @@ def find_leaks(
                 "similarity": pl.Float32, "exact": pl.Boolean},
     ).sort(["similarity", "a_id", "b_id"], descending=[True, False, False])
     return LeakReport(a_name, b_name, len(a_ids), len(b_ids), threshold, df)
+
+
+def centered_pair(xa: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets minus the mean of their union (an image in both sets counts twice: negligible),
+    rows unit length again."""
+    from curate.dedup.run import centered
+
+    both = centered(np.concatenate([xa, xb]))
+    return both[: len(xa)], both[len(xa) :]
 
 
 def leaks_stem(a: str, b: str) -> str:

@@ -73,10 +73,24 @@ def test_dedup_end_to_end(embedded, tmp_path) -> None:
     res = _run(store, "dedup", "--exact-only", "--out", str(tmp_path / "exact"))
     assert res.exit_code == 0, res.output
     assert len(pl.read_csv(tmp_path / "exact" / "dedup_remove.csv")) == 3
-    res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path / "default"))  # pixels: default cut 0.99
-    assert res.exit_code == 0 and "near >= 0.99" in " ".join(res.output.split()), res.output
+    res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path / "default"))  # pixels: floor 0.99
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "derived from the pool" in text and "near >= 0.99" in text, res.output
     res = _run(store, "dedup", "--suggest", "--threshold", "0.98")
-    assert res.exit_code == 0 and "nearest-neighbour cosine" in res.output and "<- --threshold" in res.output
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "nearest-neighbour cosine" in text and "--threshold" in text, res.output
+    assert "suggested threshold" in text and "median nearest-neighbour cosine" in text
+
+
+def test_dedup_stops_when_it_would_flag_most_of_the_pool(embedded, tmp_path) -> None:
+    store, _, _ = embedded
+    res = _run(store, "dedup", "--threshold", "0.2", "--out", str(tmp_path / "x"))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "nothing written" in text and "--force" in text, res.output
+    assert "nearest-neighbour cosine of" in text and "suggested threshold" in text
+    assert not (tmp_path / "x").exists()
+    res = _run(store, "dedup", "--threshold", "0.2", "--out", str(tmp_path / "x"), "--force", "--no-tags")
+    assert res.exit_code == 0 and (tmp_path / "x" / "dedup_keep.csv").exists(), res.output
 
 
 def test_slice_and_leaks_end_to_end(embedded, tmp_path) -> None:

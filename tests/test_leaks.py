@@ -67,3 +67,22 @@ def test_leak_errors(pool) -> None:
         find_leaks(store, "pool", "enc", "where:split == train", "where:split == val")
     with pytest.raises(SliceError, match="unknown set"):
         find_leaks(store, "pool", "enc", "train", "where:split == test")
+
+
+def test_leaks_center_matches_brute_force_on_centered_union(pool) -> None:
+    store, ids, x = pool
+    shifted = x + 4.0 / np.sqrt(D)  # a big component shared by every image: raw cosines all look alike
+    store.upsert_vectors("pool", "enc", ids[:N], shifted)
+    a_rows, b_rows = np.arange(80), np.arange(80, N)
+    raw = find_leaks(store, "pool", "enc", "where:split == train", "where:split == test", threshold=0.9,
+                     device="cpu")
+    rep = find_leaks(store, "pool", "enc", "where:split == train", "where:split == test", threshold=0.9,
+                     device="cpu", center=True)
+    u = shifted / np.linalg.norm(shifted, axis=1, keepdims=True)
+    c = u.astype(np.float64) - u.astype(np.float64).mean(axis=0)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    s = c[a_rows] @ c[b_rows].T
+    want = {(ids[i], ids[80 + j]) for i, j in zip(*np.nonzero(s >= 0.9), strict=True)}
+    want |= {(ids[20], ids[150]), (ids[30], ids[N])}
+    assert set(zip(rep.pairs["a_id"], rep.pairs["b_id"], strict=True)) == want
+    assert raw.n_pairs > 10 * rep.n_pairs  # without centering the shared component matches everything

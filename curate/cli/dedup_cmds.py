@@ -60,18 +60,26 @@ def _where(where: list[str] | None):  # noqa: ANN202
 @app.command()
 def dedup(
     threshold: float = typer.Option(None, "--threshold", "-t", help="Near-duplicate cut on cosine similarity "
-                                    "(default 0.95; 0.99 for the pixels encoder); see --suggest."),
+                                    "(default: derived from the pool's nearest-neighbour similarities, never below "
+                                    "a floor per encoder family; --suggest shows how)."),
     keep: str = typer.Option("largest", "--keep", help="Which member of a group to keep: largest (most pixels, "
                              "then bytes), first (first relative path), central (most similar to the rest)."),
+    linkage: str = typer.Option("star", "--linkage", help="star: every member within the cut of its kept image "
+                                "(images visited in --keep order; each one not yet grouped keeps the rest of its "
+                                "neighbours); complete: of every other member; single: union-find (chains A~B~C)."),
     exact_only: bool = typer.Option(False, "--exact-only", help="Only byte-identical files (sha256); no vectors."),
     mode: str = typer.Option("auto", "--mode", help="exact (all pairs), clustered (k-means, pairs within "
                              "clusters; for very large pools) or auto (exact up to 300k on CPU / 5M on GPU)."),
     clusters: int = typer.Option(None, "--clusters", min=1, help="Clustered mode: k-means clusters "
                                  "(default N/4000)."),
     probes: int = typer.Option(2, "--probes", min=1, help="Clustered mode: clusters each image joins."),
-    suggest: bool = typer.Option(False, "--suggest", help="Print the nearest-neighbour similarity histogram "
-                                 "and pairs near the cut, to choose --threshold; writes nothing."),
-    sample: int = typer.Option(20_000, "--sample", min=2, help="--suggest: images sampled for the histogram."),
+    suggest: bool = typer.Option(False, "--suggest", help="Print the nearest-neighbour similarity histogram, "
+                                 "the threshold derived from it (with the reasoning) and pairs near the cut; "
+                                 "writes nothing."),
+    sample: int = typer.Option(5000, "--sample", min=2, help="Images sampled for the nearest-neighbour "
+                               "statistics behind the default threshold and --suggest."),
+    force: bool = typer.Option(False, "--force", help="Write the groups even when near copies would remove more "
+                               "than 20% of the pool (otherwise dedup stops and shows the distribution)."),
     tags: bool = typer.Option(True, "--tags/--no-tags", help="Write dup_group / is_duplicate to the payload."),
     center: bool = typer.Option(False, "--center", help="Compare vectors after subtracting the pool's mean: "
                                 "far fewer look-alikes flagged (see BENCHMARKS); thresholds then mean "
@@ -90,29 +98,30 @@ def dedup(
 
     Example: curate dedup --threshold 0.96 --keep largest --out dedup-out/
     """
-    from curate.dedup import default_threshold, run_dedup, suggest_threshold
+    from curate.dedup import TooManyDuplicates, run_dedup, suggest_threshold
 
     _check_threshold("--threshold", threshold)
     conds = _where(where)
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
     try:
         with store_from(s) as st:
-            thr = threshold
-            if thr is None and not exact_only:
-                name = st.require_encoder(s.collection, encoder)
-                thr = default_threshold(st.encoders(s.collection).get(name))
             if suggest:
-                ns, pool = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
-                                             device=s.device, center=center)
-                _print_suggestion(ns, pool, float(thr if thr is not None else 0.95))
+                ns, pool, choice = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
+                                                     device=s.device, center=center)
+                _print_suggestion(ns, pool, choice, threshold)
                 return
             res = run_dedup(
-                st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags, threshold=thr,
-                exact_only=exact_only, keep=keep, mode=mode, n_clusters=clusters, probes=probes,
-                device=s.device, center=center,
+                st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags, threshold=threshold,
+                exact_only=exact_only, keep=keep, linkage=linkage, mode=mode, n_clusters=clusters, probes=probes,
+                device=s.device, center=center, force=force, sample=sample,
             )
+    except TooManyDuplicates as e:
+        _print_suggestion(e.sample, None, e.cut, e.result.threshold)
+        fail(str(e))
     except _errors() as e:
         fail(str(e))
+    if not quiet and res.cut is not None:
+        _say(f"threshold {res.cut.cut:.4f} derived from the pool: " + "; ".join(res.cut.reasoning()[:3]))
     if not quiet and res.n_groups:
         t = Table(title="largest duplicate groups")
         for c in ("size", "kept", "duplicates (similarity)"):
@@ -129,20 +138,32 @@ def dedup(
         _say("wrote " + ", ".join(res.files))
 
 
-def _print_suggestion(ns, pool, thr: float) -> None:  # noqa: ANN001
-    counts, edges = ns.histogram()
+def _print_suggestion(ns, pool, choice, given: float | None) -> None:  # noqa: ANN001
+    """Histogram over the data's own range, the derived threshold with its reasoning, and (with a
+    pool) the sampled pairs closest to the cut that is in use."""
+    thr = float(given) if given is not None else choice.cut
+    counts, edges, dec = ns.histogram(marks=(thr, choice.cut))
     width = 40
     top = max(int(counts.max()), 1)
     _say(f"nearest-neighbour cosine of {len(ns.sims)} sampled images (of {ns.n_total}):")
-    for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
-        mark = " <- --threshold" if lo <= thr < hi or (hi == 1.0 and thr == 1.0) else ""
+    w = dec + 3
+    for k, (c, lo, hi) in enumerate(zip(counts, edges[:-1], edges[1:], strict=True)):
+        last = k == len(counts) - 1
+        marks = [name for name, v in (("suggested", choice.cut), ("--threshold", given), ("median", choice.median_nn))
+                 if v is not None and (lo <= v < hi or (last and v >= lo))]
         bar = "#" * int(round(width * c / top))
-        _say(f"  [{lo:5.2f}, {hi:5.2f}) {c:7d} {bar}{mark}")
-    above = float((ns.sims >= thr).mean()) if len(ns.sims) else 0.0
-    _say(f"{100 * above:.1f}% of sampled images have a neighbour at cosine >= {thr}")
+        close = "]" if last else ")"
+        _say(f"  [{lo:{w}.{dec}f}, {hi:{w}.{dec}f}{close} {c:7d} {bar}" + (f"  <- {', '.join(marks)}" if marks else ""))
+    for line in choice.reasoning():
+        _say(line)
+    if given is not None:
+        above = float((ns.sims >= thr).mean())
+        _say(f"with --threshold {thr:g}: {100 * above:.1f}% of sampled images have a neighbour at or above it")
+    if pool is None:
+        return
     near = ns.near_cut(thr)
     if len(near):
-        t = Table(title=f"pairs near the cut ({thr}): look at them to place it")
+        t = Table(title=f"pairs near the cut ({thr:.4f}): look at them to place it")
         for c in ("cosine", "image", "nearest neighbour"):
             t.add_column(c, overflow="fold")
         for k in near:
@@ -151,7 +172,7 @@ def _print_suggestion(ns, pool, thr: float) -> None:  # noqa: ANN001
             t.add_row(f"{ns.sims[k]:.4f}", escape(a), escape(b))
         console.print(t)
     else:
-        _say(f"no sampled pair within 0.02 of {thr}")
+        _say(f"no sampled pair within 0.02 of {thr:.4f}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +250,10 @@ def leaks(
                             "'where:EXPR' or a manifest file."),
     b: str = typer.Argument(..., help="Second set (e.g. the eval slice), same forms."),
     threshold: float = typer.Option(None, "--threshold", "-t", help="Cosine counted as a near copy "
-                                    "[default 0.95; 0.99 for the pixels encoder]."),
+                                    "[default 0.95; 0.99 for the pixels encoder; 0.80 with --center]."),
+    center: bool = typer.Option(False, "--center", help="Compare vectors after subtracting the mean vector of "
+                                "the two sets together (as dedup --center): fewer look-alikes; thresholds then "
+                                "mean centered cosine."),
     out: str = OutOpt,
     collection: str = CollectionOpt,
     encoder: str = EncoderOpt,
@@ -248,7 +272,8 @@ def leaks(
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
     try:
         with store_from(s) as st:
-            rep = find_leaks(st, s.collection, encoder, a, b, threshold=threshold, device=s.device)
+            rep = find_leaks(st, s.collection, encoder, a, b, threshold=threshold, device=s.device,
+                             center=center)
     except _errors() as e:
         fail(str(e))
     files = write_leaks(rep, _out_dir(out, s), leaks_stem(a, b))

@@ -1,9 +1,10 @@
-"""Duplicate groups: connected components of the duplicate graph, and which member to keep.
+"""Duplicate groups: connected components (exact sha256 copies; `--linkage single`), which member
+to keep, and the order in which `star` / `complete` grouping visits images (curate.dedup.linkage).
 
-Why components and not pairs: duplicates are transitive in practice (A ~ B, B ~ C: keep one of
-the three), and exact (sha256) and near (cosine) edges must end in the same groups, so both kinds
-of edge go into one graph. The graph can be large (a pool of near-identical frames has O(N^2)
-pairs), so edges are folded into the component labels in batches and never all held at once.
+Components are exact for byte-identical files (same bytes are the same image, transitively). For
+near copies they chain (A ~ B ~ C), which is why they are only the opt-in `single` linkage. The
+graph can be large (a pool of near-identical frames has O(N^2) pairs), so edges are folded into the
+component labels in batches and never all held at once.
 """
 
 from __future__ import annotations
@@ -116,3 +117,25 @@ def choose_keeper(members: np.ndarray, policy: str, info: PointInfo, vectors: np
     # max() returns the first maximum in `by_first` order, i.e. ties go to the first member
     best = max(by_first, key=lambda t: score[t])
     return int(members[best])
+
+
+def priority_order(info: PointInfo, keep: str, degree: np.ndarray | None = None) -> np.ndarray:
+    """Point indices in the order star / complete grouping visits them: the first visited image of a
+    group is its kept image, so this order *is* the --keep rule. Images with a vector come before
+    those without; ties go to "first" (smallest relative path).
+
+    largest: most pixels, then most bytes; first: relative path; central: most near copies
+    (`degree`, neighbours at or above the cut) first, the centre of the star."""
+    if keep not in KEEP_POLICIES:
+        raise ValueError(f"--keep {keep!r}: use one of {', '.join(KEEP_POLICIES)}")
+    n = len(info.order_key)
+    first_rank = np.empty(n, dtype=np.int64)
+    first_rank[sorted(range(n), key=info.order_key.__getitem__)] = np.arange(n)
+    no_vec = (info.vec_row < 0).astype(np.int8)
+    if keep == "largest":
+        keys: tuple[np.ndarray, ...] = (first_rank, -info.nbytes, -info.area, no_vec)
+    elif keep == "central" and degree is not None:
+        keys = (first_rank, -np.asarray(degree), no_vec)
+    else:
+        keys = (first_rank, no_vec)
+    return np.lexsort(keys)  # last key is the primary one

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from curate.dedup.cut import nice_edges
 from curate.dedup.groups import Components
 from curate.kernels import iter_pairs_above, topk_similarity
 
-# Default cut for "near copy" (dedup, leaks, --exclude-near): 0.95 is the usual cut for CLIP-style
-# embeddings. The `pixels` thumbnail needs a higher one: in benchmarks/dedup.py its raw cosine
-# between distinct photos has a median of 0.97, and at 0.99 it still finds every re-encode, resize
-# and brightness copy (BENCHMARKS_dedup.md). --suggest shows where a pool's own cut should go.
+# Fixed cut for "near copy" where no pool statistics are computed (leaks, --exclude-near): 0.95 is
+# the usual cut for CLIP-style embeddings; `pixels` thumbnails of distinct photos sit near 0.97, so
+# 0.99. `curate dedup` derives its default from the pool instead (curate.dedup.cut).
 DEFAULT_THRESHOLD = 0.95
 FAMILY_THRESHOLDS = {"pixels": 0.99}
 
@@ -57,14 +57,13 @@ class NeighbourSample:
     sims: np.ndarray  # float32 cosine to it
     n_total: int  # rows in the pool
 
-    def histogram(self, bins: int = 20, low: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(counts, edges) over [low, 1]; `low` defaults to the 1st percentile rounded down to 0.05."""
-        if low is None:
-            low = float(np.floor(np.percentile(self.sims, 1) * 20) / 20) if len(self.sims) else 0.0
-        low = max(-1.0, min(low, 0.95))
-        edges = np.linspace(low, 1.0, bins + 1)
-        counts, _ = np.histogram(np.clip(self.sims, low, 1.0), bins=edges)
-        return counts, edges
+    def histogram(self, bins: int = 20, marks: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray, int]:
+        """(counts, edges, decimals): round-width bins over the data's own range (1st percentile to
+        the max, widened to include `marks` such as the cut), and the decimals that print them apart.
+        Values below the first edge are counted in the first bin."""
+        edges, decimals = nice_edges(self.sims, bins, marks)
+        counts, _ = np.histogram(np.clip(self.sims, edges[0], edges[-1]), bins=edges)
+        return counts, edges, decimals
 
     def near_cut(self, threshold: float, n: int = 10, width: float = 0.02) -> np.ndarray:
         """Indices into the sample whose neighbour similarity is within `width` of the cut, the

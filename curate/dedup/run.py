@@ -16,19 +16,20 @@ import numpy as np
 import polars as pl
 import torch
 
+from curate.dedup.cut import MAX_SHARE, CutChoice, derive_cut
 from curate.dedup.exact import exact_edges
-from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of
+from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
+from curate.dedup.linkage import LINKAGES, complete_groups, star_groups
 from curate.dedup.near import (
     DEFAULT_THRESHOLD,
     NeighbourSample,
     add_near_edges,
-    default_threshold,
     nearest_neighbour_sample,
 )
-from curate.dedup.semdedup import clustered_near_edges
+from curate.dedup.semdedup import cluster_subsets, clustered_near_edges
 from curate.device import pick_device
 from curate.files import write_atomic
-from curate.kernels import check_threshold
+from curate.kernels import check_threshold, iter_pairs_above
 from curate.store import Condition, Store
 
 MODES = ("auto", "exact", "clustered")
@@ -36,6 +37,7 @@ MODES = ("auto", "exact", "clustered")
 # ~10 minutes (CPU: ~130 GFLOP/s on 2 cores; one modern GPU: several hundred TFLOP/s).
 EXACT_LIMIT = {"cpu": 300_000, "cuda": 5_000_000}
 GROUP_FIELDS = ("dup_group", "is_duplicate")
+CUT_SAMPLE = 5000  # images whose nearest neighbour sets the default cut (its median is stable by then)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Pool:
     info: PointInfo
     vectors: np.ndarray | None  # [n_vec, d] rows of points that have a vector
     node_of_row: np.ndarray  # vector row -> index into ids
+    failed: np.ndarray | None = None  # True where the image failed to decode or embed
 
     def name(self, node: int) -> str:
         """Short display name: the relative path (what "first" orders by)."""
@@ -85,7 +88,7 @@ class Pool:
 
 def load_pool(store: Store, collection: str, encoder: str | None, where: list[Condition] | None = None) -> Pool:
     """Payload of every point matching `where` plus the encoder's vectors (None: exact only)."""
-    fields = ["path", "relpath", "sha256", "width", "height", "bytes"]
+    fields = ["path", "relpath", "sha256", "width", "height", "bytes", "failed"]
     payload = store.payloads(collection, where or None, fields)
     ids = sorted(payload)
     if not ids:
@@ -109,6 +112,10 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
         vector_ids=vector_ids,
     )
     pool.paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
+    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
+    if vectors is not None:
+        failed |= pool.info.vec_row < 0  # no vector for this encoder: it failed to embed
+    pool.failed = failed
     return pool
 
 
@@ -120,18 +127,27 @@ class DedupResult:
     n_groups: int
     n_removed: int
     n_exact_pairs: int  # sha256 edges (star per hash)
-    n_near_pairs: int  # pairs >= threshold found (clustered mode: visits, may repeat a pair)
+    n_near_pairs: int  # single: pairs >= threshold found (clustered: visits); star/complete: members joined
     mode: str
     threshold: float | None
     seconds: float
     files: list[str] = field(default_factory=list)
+    cut: CutChoice | None = None  # how the default threshold was derived (None: given)
+    linkage: str = "star"  # star, complete, single; "exact" when only sha256 was compared
+
+    @property
+    def near_share(self) -> float:
+        """Share of the pool removed as near (not byte-identical) copies: what the 20% guard checks."""
+        if not len(self.table) or not self.n_points:
+            return 0.0
+        return int((~self.table["kept"] & (self.table["match"] == "near")).sum()) / self.n_points
 
     @property
     def remove_ids(self) -> list[str]:
         return self.table.filter(~pl.col("kept"))["id"].to_list()
 
     def summary(self) -> str:
-        near = f", near >= {self.threshold} ({self.mode})" if self.threshold is not None else ""
+        near = f", near >= {self.threshold:.4g} ({self.linkage}, {self.mode})" if self.threshold is not None else ""
         return (
             f"{self.n_points} points ({self.n_vectors} with vectors): {self.n_groups} duplicate groups, "
             f"{self.n_removed} to remove, {self.n_points - self.n_removed} to keep [exact sha256{near}; "
@@ -169,6 +185,7 @@ def find_groups(
     *,
     threshold: float | None = DEFAULT_THRESHOLD,
     keep: str = "largest",
+    linkage: str = "star",
     mode: str = "auto",
     n_clusters: int | None = None,
     probes: int = 2,
@@ -176,10 +193,14 @@ def find_groups(
     chunk: int | None = None,
     center: bool = False,
 ) -> DedupResult:
-    """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicates in one graph.
+    """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicate groups.
 
+    Byte-identical files always share a group. `linkage`: star (default; every member within the
+    cut of its kept image), complete (of every other member) or single (union-find, chains).
     `center=True` compares vectors after subtracting the pool's mean vector (see `centered`)."""
     t0 = time.perf_counter()
+    if linkage not in LINKAGES:
+        raise ValueError(f"--linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
     if center and pool.vectors is not None and len(pool.vectors) >= 2:
         pool = dataclasses.replace(pool, vectors=centered(pool.vectors))
     if keep not in KEEP_POLICIES:
@@ -191,19 +212,26 @@ def find_groups(
     comps = Components(n)
     a, b = exact_edges(pool.hashes)
     comps.add(a, b)
-    n_near = 0
     n_vec = 0 if pool.vectors is None else len(pool.vectors)
-    used_mode = "none"
-    if threshold is not None and pool.vectors is not None and n_vec >= 2:
-        used_mode = resolve_mode(mode, n_vec, dev)
+    near = threshold is not None and pool.vectors is not None and n_vec >= 2
+    used_mode = resolve_mode(mode, n_vec, dev) if near else "none"
+    n_near = 0
+    if near and linkage == "single":
+        assert pool.vectors is not None and threshold is not None
         if used_mode == "exact":
             n_near = add_near_edges(pool.vectors, threshold, comps, pool.node_of_row, device=dev, chunk=chunk)
         else:
             n_near, _ = clustered_near_edges(
                 pool.vectors, threshold, comps, pool.node_of_row, n_clusters=n_clusters, probes=probes, device=dev
             )
-    groups = groups_of(comps.result())
-    table = _group_table(pool, groups, keep)
+        groups = [(choose_keeper(m, keep, pool.info, pool.vectors), m) for m in groups_of(comps.result())]
+    elif near:
+        assert threshold is not None
+        groups, n_near = _greedy_groups(pool, comps.result(), threshold, keep, linkage, used_mode,
+                                        n_clusters=n_clusters, probes=probes, device=dev, chunk=chunk)
+    else:
+        groups = [(choose_keeper(m, keep, pool.info, pool.vectors), m) for m in groups_of(comps.result())]
+    table = _group_table(pool, groups)
     n_removed = int((~table["kept"]).sum()) if len(table) else 0
     return DedupResult(
         table=table,
@@ -216,7 +244,72 @@ def find_groups(
         mode=used_mode,
         threshold=threshold,
         seconds=time.perf_counter() - t0,
+        linkage=linkage if near else "exact",
     )
+
+
+def _greedy_groups(
+    pool: Pool,
+    hash_label: np.ndarray,
+    threshold: float,
+    keep: str,
+    linkage: str,
+    mode: str,
+    *,
+    n_clusters: int | None,
+    probes: int,
+    device: torch.device,
+    chunk: int | None,
+) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Star / complete groups: one vector per set of byte-identical files (its first image in
+    priority order) takes part in the greedy; the other files of the set follow it, so exact
+    copies always stay together, also those that failed to embed. Returns ((keeper, members)
+    groups ordered by smallest member, number of members joined by similarity)."""
+    assert pool.vectors is not None
+    vec = pool.vectors
+    subsets = None
+    if mode == "clustered":
+        subsets = cluster_subsets(vec, n_clusters=n_clusters, probes=probes, device=device)
+    degree = None
+    if keep == "central":
+        deg_rows = _degree(vec, threshold, subsets, device, chunk)
+        degree = np.zeros(len(pool.ids), dtype=np.int64)
+        degree[pool.node_of_row] = deg_rows
+    order = priority_order(pool.info, keep, degree)
+    with_vec = order[pool.info.vec_row[order] >= 0]
+    _, first = np.unique(hash_label[with_vec], return_index=True)
+    reps = with_vec[np.sort(first)]  # points, in priority order
+    rep_rows = pool.info.vec_row[reps]
+    rank_subsets = None
+    if subsets is not None:
+        rank_of_row = np.full(len(vec), -1, dtype=np.int64)
+        rank_of_row[rep_rows] = np.arange(len(reps))
+        rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
+    tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
+    fn = star_groups if linkage == "star" else complete_groups
+    leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
+    n = len(pool.ids)
+    keeper_of_label = np.full(n, -1, dtype=np.int64)
+    keeper_of_label[hash_label[reps]] = reps[leader]
+    keeper = keeper_of_label[hash_label]
+    exact_only = keeper < 0  # sets of identical files none of which has a vector
+    keeper[exact_only] = n + hash_label[exact_only]  # a key of their own, outside 0..n-1
+    groups = []
+    for members in groups_of(keeper):
+        k = int(keeper[members[0]])
+        groups.append((k if k < n else choose_keeper(members, keep, pool.info, pool.vectors), members))
+    n_near = int(np.sum(leader != np.arange(len(reps))))
+    return groups, n_near
+
+
+def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,
+            chunk: int | None) -> np.ndarray:
+    """Neighbours at cosine >= threshold per row (inside clusters when `subsets`)."""
+    deg = np.zeros(len(vec), dtype=np.int64)
+    for rows in subsets if subsets is not None else [np.arange(len(vec))]:
+        for i, j, _ in iter_pairs_above(vec[rows], threshold, device=device, chunk=chunk):
+            deg += np.bincount(rows[i], minlength=len(vec)) + np.bincount(rows[j], minlength=len(vec))
+    return deg
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -224,14 +317,13 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def _group_table(pool: Pool, groups: list[np.ndarray], keep: str) -> pl.DataFrame:
+def _group_table(pool: Pool, groups: list[tuple[int, np.ndarray]]) -> pl.DataFrame:
     """Long table: one row per member with its group (the keeper's id), whether it is kept, its
     cosine to the keeper (1.0 for byte-identical copies; null when either has no vector) and how it
     matches the keeper (exact = same bytes, near = similar vectors, linked = no vector to compare,
     in the group through another member's bytes)."""
     cols: dict[str, list] = {k: [] for k in ("group", "group_size", "id", "path", "kept", "similarity", "match")}
-    for members in groups:
-        keeper = choose_keeper(members, keep, pool.info, pool.vectors)
+    for keeper, members in groups:
         kh = pool.hashes[keeper]
         krow = pool.info.vec_row[keeper]
         kv = _unit(pool.vectors[krow]) if krow >= 0 and pool.vectors is not None else None
@@ -265,14 +357,16 @@ def _group_table(pool: Pool, groups: list[np.ndarray], keep: str) -> pl.DataFram
 # writing results
 # ------------------------------------------------------------------------------------------------
 def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[str]:
-    """dedup_groups.parquet (the table), dedup_keep.csv (every point not removed) and
-    dedup_remove.csv (the duplicates to drop, with their group and similarity)."""
+    """dedup_groups.parquet (the table), dedup_keep.csv (every point neither removed nor failed:
+    an image that failed to decode or embed is no training image) and dedup_remove.csv (the
+    duplicates to drop, with their group and similarity)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     removed = set(result.remove_ids)
+    failed = pool.failed if pool.failed is not None else np.zeros(len(pool.ids), dtype=bool)
+    keep = [k for k, i in enumerate(pool.ids) if i not in removed and not failed[k]]
     keep_df = pl.DataFrame(
-        {"id": [i for i in pool.ids if i not in removed],
-         "path": [p for i, p in zip(pool.ids, pool.paths, strict=True) if i not in removed]},
+        {"id": [pool.ids[k] for k in keep], "path": [pool.paths[k] for k in keep]},
         schema={"id": pl.String, "path": pl.String},
     )
     remove_df = result.table.filter(~pl.col("kept")).select("id", "path", "group", "similarity", "match")
@@ -297,6 +391,18 @@ def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool
     store.flush()
 
 
+class TooManyDuplicates(ValueError):
+    """A run would remove more than MAX_SHARE of the pool as near copies: nothing was written."""
+
+    def __init__(self, result: DedupResult, sample: NeighbourSample, cut: CutChoice) -> None:
+        self.result, self.sample, self.cut = result, sample, cut
+        super().__init__(
+            f"threshold {result.threshold:.4g} would remove {100 * result.near_share:.1f}% of the pool as near "
+            f"copies (more than {100 * MAX_SHARE:.0f}%): nothing written; suggested threshold {cut.cut:.4f}, "
+            "or --force to write these groups"
+        )
+
+
 def run_dedup(
     store: Store,
     collection: str,
@@ -307,28 +413,51 @@ def run_dedup(
     exact_only: bool = False,
     where: list[Condition] | None = None,
     write_tags: bool = True,
+    force: bool = False,
+    sample: int = CUT_SAMPLE,
     **options: object,
 ) -> DedupResult:
     """Load, find groups, write outputs and payload.
 
     `exact_only`: byte-identical files only, no vectors read. Otherwise `encoder` may be None when
-    the collection holds one encoder, and `threshold=None` takes the encoder's default cut
-    (`default_threshold`: 0.95, 0.99 for `pixels`). `options` go to `find_groups`."""
+    the collection holds one encoder, and `threshold=None` derives the cut from the pool
+    (curate.dedup.cut). A run that would remove more than MAX_SHARE of the pool as near copies
+    raises TooManyDuplicates and writes nothing, unless `force`. `options` go to `find_groups`."""
+    family = None
     if exact_only:
         encoder = None
         if not store.has_collection(collection):
             store.require_encoder(collection, None)  # raises the standard "collection not found" error
     else:
         encoder = store.require_encoder(collection, encoder)
-        if threshold is None:
-            threshold = default_threshold(store.encoders(collection).get(encoder))
+        family = (store.encoders(collection).get(encoder) or {}).get("family")
     pool = load_pool(store, collection, encoder, where)
+    center = bool(options.get("center"))
+    ns = choice = None
+    if not exact_only and pool.vectors is not None and len(pool.vectors) >= 2:
+        ns, choice = pool_cut(pool, family, center=center, sample=sample, device=options.get("device"))
+    given = threshold
+    if threshold is None and choice is not None:
+        threshold = choice.cut
     result = find_groups(pool, threshold=None if exact_only else threshold, **options)  # type: ignore[arg-type]
+    result.cut = choice if given is None else None
+    if not force and ns is not None and choice is not None and result.near_share > MAX_SHARE:
+        raise TooManyDuplicates(result, ns, choice)
     if out_dir is not None:
         result.files = write_outputs(result, pool, out_dir)
     if write_tags:
         write_payload(store, collection, result, pool)
     return result
+
+
+def pool_cut(pool: Pool, family: str | None, *, center: bool = False, sample: int = CUT_SAMPLE,
+             device: object = None) -> tuple[NeighbourSample, CutChoice]:
+    """Nearest-neighbour sample of the pool (in the space find_groups compares: centered when
+    `center`) and the cut derived from it."""
+    assert pool.vectors is not None
+    vectors = centered(pool.vectors) if center else pool.vectors
+    ns = nearest_neighbour_sample(vectors, sample, device=device)  # type: ignore[arg-type]
+    return ns, derive_cut(ns.sims, family, centered=center)
 
 
 def suggest_threshold(
@@ -337,15 +466,16 @@ def suggest_threshold(
     encoder: str | None,
     *,
     where: list[Condition] | None = None,
-    sample: int = 20_000,
+    sample: int = CUT_SAMPLE,
     device: str | torch.device | None = None,
     center: bool = False,
-) -> tuple[NeighbourSample, Pool]:
-    """Nearest-neighbour similarities of a sample of the pool, for `--suggest` (in the same space
-    as `find_groups`: centered when `center`)."""
+) -> tuple[NeighbourSample, Pool, CutChoice]:
+    """Nearest-neighbour similarities of a sample of the pool and the cut `dedup` would derive from
+    them, for `--suggest` (in the same space as `find_groups`: centered when `center`)."""
     encoder = store.require_encoder(collection, encoder)
+    family = (store.encoders(collection).get(encoder) or {}).get("family")
     pool = load_pool(store, collection, encoder, where)
     if pool.vectors is None or len(pool.vectors) < 2:
         raise ValueError(f"fewer than 2 vectors for encoder {encoder!r}; nothing to compare")
-    vectors = centered(pool.vectors) if center else pool.vectors
-    return nearest_neighbour_sample(vectors, sample, device=device), pool
+    ns, choice = pool_cut(pool, family, center=center, sample=sample, device=device)
+    return ns, pool, choice

@@ -66,6 +66,26 @@ def spherical_kmeans(
     return cent
 
 
+def cluster_subsets(
+    vectors: np.ndarray,
+    *,
+    n_clusters: int | None = None,
+    probes: int = 2,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> list[np.ndarray]:
+    """Rows of each k-means cluster (sorted; every row in its `probes` nearest clusters)."""
+    n = len(vectors)
+    k = n_clusters or default_clusters(n)
+    probes = max(1, min(probes, k))
+    cent = spherical_kmeans(vectors, k, seed=seed, device=device)
+    _, assign = topk_similarity(vectors, cent, probes, device=device)
+    members_of = np.argsort(assign.ravel(), kind="stable") // probes
+    cluster_sorted = np.sort(assign.ravel(), kind="stable")
+    cuts = np.flatnonzero(np.diff(cluster_sorted)) + 1
+    return [np.sort(m) for m in np.split(members_of, cuts) if len(m)]
+
+
 def clustered_near_edges(
     vectors: np.ndarray,
     threshold: float,
@@ -78,24 +98,16 @@ def clustered_near_edges(
     device: str | torch.device | None = None,
     collect: bool = False,
 ) -> tuple[int, np.ndarray | None]:
-    """Fold the pairs found inside clusters into `comps`.
+    """Fold the pairs found inside clusters into `comps` (single linkage).
 
     Returns (pairs visited, the unique (i, j) row pairs as an [m, 2] array when `collect`, for
     measuring recall). A pair that shares several clusters is visited once per shared cluster."""
-    n = len(vectors)
-    k = n_clusters or default_clusters(n)
-    probes = max(1, min(probes, k))
-    cent = spherical_kmeans(vectors, k, seed=seed, device=device)
-    _, assign = topk_similarity(vectors, cent, probes, device=device)
-    members_of = np.argsort(assign.ravel(), kind="stable") // probes
-    cluster_sorted = np.sort(assign.ravel(), kind="stable")
-    cuts = np.flatnonzero(np.diff(cluster_sorted)) + 1
     visited = 0
     found: list[np.ndarray] = []
-    for members in np.split(members_of, cuts):
+    subsets = cluster_subsets(vectors, n_clusters=n_clusters, probes=probes, seed=seed, device=device)
+    for members in subsets:
         if len(members) < 2:
             continue
-        members = np.sort(members)
         for i, j, _ in iter_pairs_above(vectors[members], threshold, device=device):
             gi, gj = members[i], members[j]  # members sorted: gi < gj
             visited += len(gi)
