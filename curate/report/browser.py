@@ -86,10 +86,8 @@ def check_report(
                 res.hover_text = page.inner_text("#hover-card")
             if screenshot is not None:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                if not full_page:
+                if not full_page and hover_row is None:
                     page.evaluate("window.scrollTo(0, 0)")
-                    if hover_row is not None:
-                        page.locator("#map").scroll_into_view_if_needed()
                 page.screenshot(path=str(screenshot), full_page=full_page)
         finally:
             browser.close()
