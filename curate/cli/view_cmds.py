@@ -52,12 +52,12 @@ def map_cmd(
 ) -> None:
     """2-D UMAP layout (cosine) of one encoder's vectors, stored as payload fields map_<encoder>_x/_y.
 
-    Re-running with the same settings is a no-op; after 'curate embed' added images only the new
-    ones are placed (next to their nearest mapped neighbours). Example:
-    curate map --png map.png --color-by label
-    """
-    from curate.maps import MapSettings, map_pool
+    Re-running with the same settings is a no-op; after 'curate embed' added images only the new ones are placed (next to their nearest mapped neighbours).
+
+    Example: curate map --png map.png --color-by label
+    """  # noqa: E501 - typer rewraps the help; a hard break here would show as a ragged line
     from curate.mapplot import render_png
+    from curate.maps import MapSettings, map_pool
 
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     cfg = MapSettings(n_neighbors=neighbors, min_dist=min_dist, seed=seed, sample=sample,
@@ -97,12 +97,16 @@ def _run_map(st, collection, encoder, cfg, refit, quiet, map_pool):  # noqa: ANN
 
 @app.command()
 def report(
-    out: str = typer.Option(None, "--out", "-o", help="HTML file to write (default: ./curate-out/COLLECTION/report.html)."),
+    out: str = typer.Option(
+        None, "--out", "-o", help="HTML file to write (default: ./curate-out/COLLECTION/report.html)."
+    ),
     encoder: str = EncoderOpt,
     max_thumbs: int = typer.Option(
         20_000, "--max-thumbs", help="At most this many thumbnails (galleries first, then a seeded sample of the map)."
     ),
-    gallery: int = typer.Option(60, "--gallery", help="Images shown per gallery; larger sets are sampled, counts shown."),
+    gallery: int = typer.Option(
+        60, "--gallery", help="Images shown per gallery; larger sets are sampled, counts shown."
+    ),
     results: str = typer.Option(
         None, "--results", help="Folder with select/dedup/leaks outputs to show (default: ./curate-out, searched)."
     ),
@@ -111,10 +115,12 @@ def report(
     qdrant_url: str = UrlOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """One self-contained HTML report: pool summary, interactive map, selection, duplicates,
-    outliers, slices, leaks. Opens from disk with no server and no network. Example:
-    curate report --out report.html
-    """
+    """One self-contained HTML report: pool summary, interactive map, selection, duplicates, outliers, slices, leaks.
+
+    Opens from disk with no server and no network; thumbnails go to a folder beside it.
+
+    Example: curate report --out report.html
+    """  # noqa: E501 - typer rewraps the help
     from curate.report import build_report
 
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
