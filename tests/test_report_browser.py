@@ -133,7 +133,7 @@ def test_density_and_neighbours_match_brute_force():
     dens, nbrs = density_and_neighbours(x, k=10, n_neighbours=4)
     assert np.allclose(dens, want_density, atol=1e-5) and (nbrs == order[:, :4]).all()
     # beyond the exact limit: density against a sample, self excluded; no neighbour table
-    dens_s, none = density_and_neighbours(x, k=10, exact_limit=30)
+    dens_s, none = density_and_neighbours(x, k=10, exact_limit=40, sample=30)
     assert none is None and dens_s.shape == (60,)
     keys = np.sort(np.random.default_rng(0).choice(60, size=30, replace=False))
     sub = sims[:, keys]

@@ -85,7 +85,7 @@ def build_report(
     if rounds:
         rnd, name = max(rounds, key=lambda t: t[0])
         members = [pid for pid, p in payloads.items() if p.get("selected_round") == rnd]
-        found = c.selection_manifest(results, str(name))
+        found = c.selection_manifest(results, str(name), set(members))
         if found is not None:
             df, path = found
             skip = {"rank", "id", "path", "strategy", "round", "selection_name"}
@@ -141,7 +141,7 @@ def build_report(
             f"{'random sample of ' if len(picked) < len(members) else ''}{len(picked)} of {len(members)}"))
     # -- leaks between two sets
     sections["leaks"] = []
-    for stem, df in c.leak_tables(results):
+    for stem, df in c.leak_tables(results, set(payloads)):
         pairs = []
         for r in df.head(gallery // 2).iter_rows(named=True):
             lines = [f"similarity {r['similarity']:.3f}"] + (["identical bytes"] if r.get("exact") else [])

@@ -181,14 +181,15 @@ def _read(path: Path) -> pl.DataFrame:
     return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=10_000)
 
 
-def selection_manifest(results_dir: Path, name: str) -> tuple[pl.DataFrame, Path] | None:
-    """The newest manifest `curate select` wrote for the selection `name`."""
+def selection_manifest(results_dir: Path, name: str, members: set[str]) -> tuple[pl.DataFrame, Path] | None:
+    """The newest manifest `curate select` wrote for the selection `name` of these points (another
+    collection's round may carry the same name)."""
     for path in _tables(results_dir, (".parquet", ".csv")):
         cols = _columns(path)
         if {"rank", "id", "selection_name"} <= set(cols):
             df = _read(path)
             df = df.filter(pl.col("selection_name").cast(pl.String) == name)
-            if len(df):
+            if len(df) and set(df["id"].cast(pl.String).to_list()) <= members:
                 return df.sort("rank"), path
     return None
 
@@ -200,9 +201,13 @@ def dedup_table(results_dir: Path, collection: str) -> pl.DataFrame | None:
     return None
 
 
-def leak_tables(results_dir: Path) -> list[tuple[str, pl.DataFrame]]:
+def leak_tables(results_dir: Path, known: set[str]) -> list[tuple[str, pl.DataFrame]]:
+    """`curate leaks` results whose pairs are all points of this collection."""
     out = []
     for path in _tables(results_dir, (".csv",)):
         if {"a_id", "b_id", "similarity"} <= set(_columns(path)):
-            out.append((path.stem, _read(path)))
+            df = _read(path)
+            ids = set(df["a_id"].cast(pl.String).to_list()) | set(df["b_id"].cast(pl.String).to_list())
+            if ids <= known:
+                out.append((path.stem, df))
     return out

@@ -107,10 +107,11 @@
     card.replaceChildren();
     describe(i, card);
     const [px, py] = scatterplot.getScreenPosition(i) || [0, 0];
+    card.hidden = false; // measure the filled card, then keep it inside the map
     const w = canvas.clientWidth;
+    const h = card.offsetHeight || 240;
     card.style.left = (px > w - 280 ? px - 270 : px + 14) + 'px';
-    card.style.top = Math.max(4, Math.min(py + 14, canvas.clientHeight - 240)) + 'px';
-    card.hidden = false;
+    card.style.top = Math.max(4, py + 14 + h > canvas.clientHeight ? py - h - 14 : py + 14) + 'px';
   });
   scatterplot.subscribe('pointOut', () => { card.hidden = true; });
 
