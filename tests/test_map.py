@@ -31,7 +31,8 @@ def make_store(path, ids, x, labels):  # noqa: ANN001,ANN201
     st = open_store(str(path))
     st.ensure_collection("pool")
     st.ensure_encoder("pool", "enc-1.a", {"family": "test", "dim": D})
-    st.upsert_points("pool", ids, [{"path": f"/d/{i}.png", "label": f"c{lab}"} for i, lab in zip(ids, labels)])
+    payloads = [{"path": f"/d/{i}.png", "label": f"c{lab}"} for i, lab in zip(ids, labels, strict=True)]
+    st.upsert_points("pool", ids, payloads)
     st.upsert_vectors("pool", "enc-1.a", ids, x)
     return st
 
@@ -86,7 +87,8 @@ def test_same_seed_same_map_in_a_fresh_store(mapped, tmp_path):
 def test_grown_pool_places_only_new_points_next_to_their_cluster(mapped):
     st, ids, _, _, _, _, coords = mapped
     new_ids, new_x, new_labels = clustered(np.random.default_rng(5), 4, offset=10_000)
-    st.upsert_points("pool", new_ids, [{"path": f"/d/{i}.png", "label": f"c{c}"} for i, c in zip(new_ids, new_labels)])
+    payloads = [{"path": f"/d/{i}.png", "label": f"c{c}"} for i, c in zip(new_ids, new_labels, strict=True)]
+    st.upsert_points("pool", new_ids, payloads)
     st.upsert_vectors("pool", "enc-1.a", new_ids, new_x)
     res = map_pool(st, "pool", None, SETTINGS)
     assert (res.placed, res.reused, res.fitted) == (len(new_ids), 3 * PER, 0)
