@@ -41,6 +41,7 @@ from curate.cli import embed_cmds  # noqa: E402,F401
 from curate.cli import select_cmds  # noqa: E402,F401
 from curate.cli import store_cmds  # noqa: E402,F401
 from curate.cli import train_cmds  # noqa: E402,F401
+from curate.cli import view_cmds  # noqa: E402,F401
 
 
 def main() -> None:

@@ -254,6 +254,8 @@ def demo(
         ("Pick 100 digits to label, balanced over the acquisition source",
          ["select", *common, "--budget", "100", "--balance-by", "source", "--name", "demo-round-1",
           "--out", str(out / "select-round-1.csv")]),
+        ("Lay the pool out in 2-D (UMAP)", ["map", *common, "--png", str(out / "map.png")]),
+        ("Write the HTML report", ["report", *common, "--results", str(out), "--out", str(out / "report.html")]),
     ]
     command = typer.main.get_command(app)
     for title, args in steps:
@@ -262,6 +264,7 @@ def demo(
         command.main(args, prog_name="curate", standalone_mode=False)
     typer.echo("")
     console.print(f"Done. Outputs in {out}/; explore with: curate info --store {s.store}", highlight=False)
+    console.print(f"Report: {(out / 'report.html').resolve()}", highlight=False, markup=False)
 
 
 @app.command()

@@ -1,0 +1,210 @@
+"""`curate map` and `curate report` at pool scale, on synthetic clustered vectors.
+
+    python -m benchmarks.map --n 100000              # map + report + time to interactive (~10 min here)
+    python -m benchmarks.map --n 1000000 --no-report # map only
+
+Pool: N unit vectors in 512-d around 64 cluster centres (payload `cluster`), plus, for the report,
+one tiny PNG file per point so thumbnails are real work. Each command runs as its own process
+(`python -m curate ...`) so its wall time includes start-up and numba compilation, and its peak
+memory is that process's max RSS. Layout quality: the share of points whose 10 nearest neighbours
+on the 2-D map carry the same cluster label, next to the same share in the 512-d space (reference).
+Time to interactive: navigation start until the map is drawn and answers events, in headless
+Chromium (curate.report.browser, as the browser test), median of 3 loads.
+Prints a markdown block to paste into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from curate.device import cpu_name
+
+CLUSTERS, DIM = 64, 512
+
+
+def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
+    labels = rng.integers(0, CLUSTERS, size=n)
+    x = np.empty((n, DIM), dtype=np.float32)
+    for lo in range(0, n, 50_000):
+        part = labels[lo : lo + 50_000]
+        x[lo : lo + len(part)] = centres[part] + rng.standard_normal((len(part), DIM)).astype(np.float32) * 1.1
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels
+
+
+def tiny_png(k: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), ((k * 37) % 256, (k * 91) % 256, (k * 13) % 256)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def build_pool(root: Path, n: int, images: bool) -> tuple[list[str], np.ndarray]:
+    import hashlib
+
+    from curate.store import open_store
+
+    x, labels = clustered(n)
+    ids = [str(uuid.UUID(int=k + 1)) for k in range(n)]
+    payloads = []
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        p = {"path": str(img_dir / f"{k:07d}.png"), "relpath": f"images/{k:07d}.png", "cluster": int(labels[k]),
+             "source": ("camA", "camB", "camC")[k % 3]}
+        if images:
+            data = tiny_png(k)
+            (img_dir / f"{k:07d}.png").write_bytes(data)
+            p["sha256"] = hashlib.sha256(data).hexdigest()
+        payloads.append(p)
+    st = open_store(str(root / "store"))
+    try:
+        st.ensure_collection("bench")
+        st.ensure_encoder("bench", "synthetic", {"family": "test", "dim": DIM})
+        for lo in range(0, n, 20_000):
+            st.upsert_points("bench", ids[lo : lo + 20_000], payloads[lo : lo + 20_000])
+            st.upsert_vectors("bench", "synthetic", ids[lo : lo + 20_000], x[lo : lo + 20_000])
+        st.flush()
+    finally:
+        st.close()
+    return ids, labels
+
+
+def run(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS GiB of this child, output) of one `python -m curate ...` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # max over children so far (KiB)
+    if peak <= before:
+        peak = before  # this child was not the largest yet: report the bound we know
+    return wall, peak / 2**20, out.stdout + out.stderr
+
+
+def knn_agreement(points: np.ndarray, labels: np.ndarray, k: int = 10, sample: int = 2000) -> float:
+    """Share of the k nearest neighbours (of a seeded sample of points) with the same label."""
+    from curate.kernels import topk_similarity
+
+    rng = np.random.default_rng(1)
+    rows = rng.choice(len(points), size=min(sample, len(points)), replace=False)
+    if points.shape[1] == 2:
+        agree = []
+        for r in rows:
+            d = ((points - points[r]) ** 2).sum(1)
+            d[r] = np.inf
+            agree.append(np.mean(labels[np.argpartition(d, k)[:k]] == labels[r]))
+        return float(np.mean(agree))
+    _, idx = topk_similarity(points[rows], points, k + 1, device="cpu")
+    return float(np.mean([np.mean(labels[i[i != r][:k]] == labels[r]) for r, i in zip(rows, idx, strict=True)]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--keep", help="keep the work folder here instead of a temporary one")
+    a = ap.parse_args()
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="curate-bench-map-"))
+    root.mkdir(parents=True, exist_ok=True)
+    env_py = os.environ.get("PYTHONPATH", "")
+    print(f"work folder {root}", file=sys.stderr)
+    t = time.perf_counter()
+    ids, labels = build_pool(root, a.n, images=not a.no_report)
+    print(f"pool built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    store = ["--store", str(root / "store"), "-c", "bench"]
+    wall, peak, out = run(["map", *store, "--quiet"])
+    secs = dict(re.findall(r"(read|fit|transform|write) ([\d.]+) s", out))
+    wall2, _, out2 = run(["map", *store, "--quiet"])
+    assert "already up to date" in out2, out2
+
+    from curate.maps import load_map
+    from curate.store import open_store
+
+    st = open_store(str(root / "store"))
+    try:
+        _, mids, xy = load_map(st, "bench", "synthetic")
+        x, _ = clustered(a.n)
+    finally:
+        st.close()
+    lab = np.asarray(labels)[[int(uuid.UUID(i).int) - 1 for i in mids]]
+    q2, qhd = knn_agreement(xy, lab), knn_agreement(x[[int(uuid.UUID(i).int) - 1 for i in mids]], lab)
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    fit, tr = float(secs.get("fit", 0)), float(secs.get("transform", 0))
+    n_fit = min(a.n, 25_000)
+    n_tr = a.n - n_fit
+    target, target_name = (180, "3 min") if a.n <= 100_000 else (1200, "20 min")
+    per_fit, per_tr = fit / n_fit * 1e3, tr / max(n_tr, 1) * 1e3
+    lines = [
+        f"### `curate map`, {a.n:,} x {DIM} synthetic clustered vectors ({CLUSTERS} clusters)",
+        "",
+        f"Machine: 2-core x86_64 CPU VM, 24 GiB ({cpu_name()}), Python {platform.python_version()}; date {when}; "
+        f"load average {load:.1f} at the end (shared with other jobs: timings are noisy, upper bounds).",
+        f"Command: `PYTHONPATH=. python -m benchmarks.map --n {a.n}{' --no-report' if a.no_report else ''}`",
+        "",
+        "| step | time | vs reference |",
+        "|---|---|---|",
+        f"| `curate map` total (process wall, incl. start-up and numba compile) | {wall:.0f} s | "
+        f"{wall / target:.2f}x the issue's target ({target_name}) |",
+        f"| read vectors | {float(secs.get('read', 0)):.1f} s | |",
+        f"| fit UMAP on the {n_fit:,}-point sample (PCA to 50 first) | {fit:.0f} s | {per_fit:.2f} ms/point |",
+        f"| transform the other {n_tr:,} in chunks of 20,000 | {tr:.0f} s | {per_tr:.2f} ms/point "
+        f"({per_fit / max(per_tr, 1e-9):.0f}x cheaper per point than fitting) |",
+        f"| write coordinates to the store | {float(secs.get('write', 0)):.1f} s | |",
+        f"| rerun, same settings (no-op) | {wall2:.1f} s | {wall2 / wall:.2f}x the first run |",
+        f"| peak memory (max RSS of the map process) | {peak:.2f} GiB | vectors alone: "
+        f"{a.n * DIM * 4 / 2**30:.2f} GiB |",
+        f"| 10-NN same-cluster share: 2-D map / 512-d space | {q2:.3f} / {qhd:.3f} | {q2 / qhd:.2f}x |",
+    ]
+    if not a.no_report:
+        html = root / "report.html"
+        rwall, rpeak, rout = run(["report", *store, "--out", str(html), "--results", str(root), "--quiet"])
+        thumbs = html.with_name(html.stem + "_thumbs")
+        tsize = sum(p.stat().st_size for p in thumbs.iterdir())
+        rwall2, _, _ = run(["report", *store, "--out", str(html), "--results", str(root), "--quiet"])
+
+        from curate.report.browser import check_report
+
+        checks = [check_report(html, hover_row=0, screenshot=root / f"shot{k}.png") for k in range(3)]
+        tti = sorted(c.ready_ms for c in checks)[1]
+        assert all(not c.console_errors and not c.page_errors and not c.network for c in checks)
+        lines += [
+            "",
+            f"### `curate report`, {a.n:,} points (same pool and map)",
+            "",
+            "| step | figure | vs reference |",
+            "|---|---|---|",
+            f"| generation, first run (makes {len(list(thumbs.iterdir())):,} thumbnails) | {rwall:.0f} s | |",
+            f"| generation, thumbnails cached | {rwall2:.0f} s | {rwall2 / rwall:.2f}x the first run |",
+            f"| peak memory (max RSS so far of any child) | {rpeak:.2f} GiB | |",
+            f"| HTML file | {html.stat().st_size / 1e6:.1f} MB | of which the bundled regl-scatterplot 0.22 MB |",
+            f"| thumbnails folder | {tsize / 1e6:.1f} MB | {tsize / max(len(list(thumbs.iterdir())), 1):.0f} B each |",
+            f"| time to interactive, headless Chromium (software WebGL), median of 3 | {tti / 1000:.1f} s | "
+            f"{tti / 3000:.2f}x the 3 s target |",
+        ]
+        shutil.copy(root / "shot1.png", root / "benchmark_report.png")
+    print("\n".join(lines))
+    print(f"(PYTHONPATH={env_py or '-'}; work folder {root})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""`curate map`: a 2-D UMAP layout of one encoder's vectors, stored back in the store.
+
+Where the coordinates live: payload fields `map_<encoder>_x` / `map_<encoder>_y` on each point
+(`<encoder>` with anything but letters, digits and '_' turned into '_'), plus one record per
+encoder under `maps` in the collection's metadata with the settings used. So `curate report`
+and later runs read them back instead of recomputing:
+  - same settings, every point already placed -> nothing to do;
+  - same settings, the pool grew by at most as many points as are placed -> only the new points
+    are placed, each at the similarity-weighted mean of its k nearest placed neighbours in the
+    embedding space (the starting position UMAP's own transform uses), so old points never move;
+  - new settings, or a pool that more than doubled -> a fresh layout.
+
+Large pools: UMAP is fitted on a seeded sample (`sample` rows, reduced to `pca_dims` with PCA
+first), and the rest is transformed in chunks. Fitting costs most and its memory grows with the
+sample; the transformed points are placed relative to the sampled layout, so structure that the
+sample misses (clusters rarer than ~1/sample of the pool) gets no room of its own.
+Reproducible: a fixed seed makes UMAP single-threaded and every step deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from curate.store import Store
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    seed: int = 0
+    sample: int = 25_000  # fit UMAP on at most this many points; transform the rest
+    pca_dims: int = 50  # reduce to this many dimensions before UMAP (when the vectors have more)
+    n_epochs: int | None = None  # UMAP's default (200 for large data, 500 for small)
+    chunk: int = 20_000  # transform this many points at a time
+
+    def check(self) -> None:
+        if self.n_neighbors < 2:
+            raise ValueError(f"--neighbors {self.n_neighbors} must be at least 2")
+        if not 0.0 <= self.min_dist <= 1.0:
+            raise ValueError(f"--min-dist {self.min_dist} must be between 0 and 1")
+        if self.sample < self.n_neighbors + 1:
+            raise ValueError(f"--sample {self.sample} must exceed --neighbors ({self.n_neighbors})")
+        if self.pca_dims < 2:
+            raise ValueError(f"--pca-dims {self.pca_dims} must be at least 2")
+
+    def record(self) -> dict[str, Any]:
+        """What decides the layout (chunk size does not), as stored in the collection's metadata."""
+        d = asdict(self)
+        d.pop("chunk")
+        d["metric"] = "cosine"
+        return d
+
+
+@dataclass
+class MapResult:
+    encoder: str
+    fields: tuple[str, str]
+    total: int
+    fitted: int = 0  # points UMAP was fitted on
+    transformed: int = 0  # points placed by UMAP's transform
+    placed: int = 0  # new points placed by their neighbours (grown pool)
+    reused: int = 0  # points whose stored coordinates were kept
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.total == self.reused:
+            return f"map of {self.encoder}: {self.total} points, already up to date (nothing to do)"
+        parts = []
+        if self.fitted:
+            parts.append(f"fitted on {self.fitted}")
+        if self.transformed:
+            parts.append(f"transformed {self.transformed}")
+        if self.placed:
+            parts.append(f"placed {self.placed} new by their neighbours")
+        if self.reused:
+            parts.append(f"kept {self.reused}")
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        return f"map of {self.encoder}: {self.total} points ({', '.join(parts)}; {secs})"
+
+
+def map_fields(encoder: str) -> tuple[str, str]:
+    slug = re.sub(r"[^A-Za-z0-9_]", "_", encoder)
+    return f"map_{slug}_x", f"map_{slug}_y"
+
+
+def stored_coordinates(store: Store, collection: str, encoder: str) -> dict[str, tuple[float, float]]:
+    """Coordinates already in the store for this encoder: id -> (x, y)."""
+    fx, fy = map_fields(encoder)
+    out: dict[str, tuple[float, float]] = {}
+    for batch in store.scan_payload(collection, fields=[fx, fy]):
+        for pid, p in batch:
+            x, y = p.get(fx), p.get(fy)
+            if x is not None and y is not None:
+                out[pid] = (float(x), float(y))
+    return out
+
+
+def map_pool(
+    store: Store,
+    collection: str,
+    encoder: str | None = None,
+    settings: MapSettings | None = None,
+    *,
+    refit: bool = False,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> MapResult:
+    """Compute (or bring up to date) the 2-D layout of one encoder's vectors and store it."""
+    cfg = settings or MapSettings()
+    cfg.check()
+    enc = store.require_encoder(collection, encoder)
+    say = log or (lambda _m: None)
+    fx, fy = map_fields(enc)
+    t0 = time.perf_counter()
+    ids, X = store.load_vectors(collection, enc)
+    res = MapResult(enc, (fx, fy), len(ids), seconds={"read": time.perf_counter() - t0})
+    if len(ids) < 3:
+        raise ValueError(f"collection {collection!r} has {len(ids)} vectors for {enc}; a map needs at least 3")
+    meta = store.get_meta(collection)
+    prior = meta.get("maps", {}).get(enc, {})
+    have = stored_coordinates(store, collection, enc) if prior.get("settings") == cfg.record() and not refit else {}
+    placed = np.array([i in have for i in ids], dtype=bool)
+    n_old = int(placed.sum())
+    if n_old == len(ids):
+        res.reused = n_old
+        return res
+    if n_old >= 3 and len(ids) - n_old <= n_old:
+        say(f"{len(ids) - n_old} new points; placing them by their nearest mapped neighbours")
+        t = time.perf_counter()
+        old_xy = np.array([have[i] for i, p in zip(ids, placed, strict=True) if p], dtype=np.float32)
+        xy = place_by_neighbours(X[placed], old_xy, X[~placed], k=cfg.n_neighbors)
+        res.placed, res.reused = len(xy), n_old
+        res.seconds["place"] = time.perf_counter() - t
+        new_ids = [i for i, p in zip(ids, placed, strict=True) if not p]
+    else:
+        xy_all = layout(X, cfg, res, progress, say)
+        xy, new_ids = xy_all, ids
+    t = time.perf_counter()
+    store.set_payloads(collection, {
+        pid: {fx: round(float(a), 5), fy: round(float(b), 5)} for pid, (a, b) in zip(new_ids, xy, strict=True)
+    })
+    meta = store.get_meta(collection)  # re-read: never overwrite what another step wrote meanwhile
+    meta.setdefault("maps", {})[enc] = {"settings": cfg.record(), "fields": [fx, fy], "points": len(ids),
+                                        "fitted_on": res.fitted or prior.get("fitted_on", 0)}
+    store.set_meta(collection, meta)
+    store.flush()
+    res.seconds["write"] = time.perf_counter() - t
+    return res
+
+
+def layout(
+    X: np.ndarray, cfg: MapSettings, res: MapResult, progress: Progress | None, say: Callable[[str], None]
+) -> np.ndarray:
+    """Fit UMAP on (a seeded sample of) X and transform the rest in chunks; returns [N, 2] float32."""
+    from sklearn.decomposition import PCA
+
+    n = X.shape[0]
+    rng = np.random.default_rng(cfg.seed)
+    fit_rows = np.sort(rng.choice(n, size=cfg.sample, replace=False)) if n > cfg.sample else np.arange(n)
+    t = time.perf_counter()
+    pca = None
+    if X.shape[1] > cfg.pca_dims and len(fit_rows) > cfg.pca_dims:
+        pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[fit_rows])
+
+    def reduce(rows: np.ndarray) -> np.ndarray:
+        part = X[rows]
+        return (pca.transform(part) if pca is not None else part).astype(np.float32)
+
+    model = _umap(cfg, len(fit_rows))
+    say(f"fitting UMAP on {len(fit_rows)} of {n} points")
+    out = np.empty((n, 2), dtype=np.float32)
+    out[fit_rows] = model.fit_transform(reduce(fit_rows))
+    res.fitted = len(fit_rows)
+    res.seconds["fit"] = time.perf_counter() - t
+    rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
+    if len(rest):
+        t = time.perf_counter()
+        for lo in range(0, len(rest), cfg.chunk):
+            rows = rest[lo : lo + cfg.chunk]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[rows] = model.transform(reduce(rows))
+            if progress:
+                progress(min(lo + cfg.chunk, len(rest)), len(rest))
+        res.transformed = len(rest)
+        res.seconds["transform"] = time.perf_counter() - t
+    return out
+
+
+def _umap(cfg: MapSettings, n_fit: int):  # noqa: ANN202 - umap is imported lazily (numba start-up)
+    import umap
+
+    return umap.UMAP(
+        n_neighbors=min(cfg.n_neighbors, n_fit - 1),
+        min_dist=cfg.min_dist,
+        metric="cosine",
+        random_state=cfg.seed,
+        transform_seed=cfg.seed,
+        n_epochs=cfg.n_epochs,
+        low_memory=True,
+        n_jobs=1,  # a seed makes UMAP single-threaded anyway; say so instead of warning
+    )
+
+
+def place_by_neighbours(
+    old_x: np.ndarray, old_xy: np.ndarray, new_x: np.ndarray, k: int = 15
+) -> np.ndarray:
+    """Each new vector at the similarity-weighted mean of its k most similar old vectors' coordinates."""
+    from curate.kernels import topk_similarity
+
+    k = min(k, old_x.shape[0])
+    sims, idx = topk_similarity(new_x, old_x, k, device="cpu")
+    w = np.clip(sims, 0.0, None) + 1e-6
+    w /= w.sum(axis=1, keepdims=True)
+    return np.einsum("nk,nkd->nd", w, old_xy[idx]).astype(np.float32)
+
+
+def load_map(store: Store, collection: str, encoder: str | None = None) -> tuple[str, list[str], np.ndarray]:
+    """(encoder, ids, [N, 2] coordinates) of the stored layout; a clear error when there is none."""
+    enc = store.require_encoder(collection, encoder)
+    have = stored_coordinates(store, collection, enc)
+    if not have:
+        raise ValueError(f"no map of {enc} in {collection!r} yet; run 'curate map --collection {collection}' first")
+    ids = sorted(have)
+    return enc, ids, np.array([have[i] for i in ids], dtype=np.float32).reshape(-1, 2)
