@@ -24,7 +24,8 @@ from curate.store import StoreError
 
 STRATEGY_HELP = (
     f"auto (default: typicality when labeled+budget <= {AUTO_TYPICALITY_MAX}, else density-weighted k-center), "
-    "kcenter, density-kcenter, typicality, density, uncertainty, similarity, random."
+    "kcenter, density-kcenter, typicality, density, uncertainty, similarity, random; with --predictions: "
+    "uncertainty-kcenter, cluster-margin; badge (k-means++ seeding, e.g. on imported gradient embeddings)."
 )
 
 
@@ -87,8 +88,9 @@ def select_cmd(
                                   "not as --strategy/--balance-by/--balance-target/--min-distance")
             cfg = load_config(config_file)
         else:
-            steps, label = shorthand(strategy or "auto", predictions=predictions or None, similar=bool(similar_to or text),
-                                     balance_by=keys, balance_target=balance_target, min_distance=min_distance)
+            steps, label = shorthand(strategy or "auto", predictions=_one_or_many(predictions),
+                                     similar=bool(similar_to or text), balance_by=keys,
+                                     balance_target=balance_target, min_distance=min_distance)
             cfg = SelectionConfig(steps=steps, strategy=label)
         cfg = with_overrides(cfg, budget=budget, fraction=fraction, seed=seed, name=name, where=where or None,
                              include_duplicates=include_duplicates, predictions=_one_or_many(predictions),
