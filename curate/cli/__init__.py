@@ -17,6 +17,7 @@ app = typer.Typer(
 from curate.cli import dedup_cmds  # noqa: E402,F401,I001
 from curate.cli import embed_cmds  # noqa: E402,F401
 from curate.cli import select_cmds  # noqa: E402,F401
+from curate.cli import vectors_cmds  # noqa: E402,F401
 
 
 def main() -> None:
