@@ -16,6 +16,7 @@ app = typer.Typer(
 # Each module registers its commands on `app` when imported.
 from curate.cli import dedup_cmds  # noqa: E402,F401,I001
 from curate.cli import embed_cmds  # noqa: E402,F401
+from curate.cli import evaluate_cmds  # noqa: E402,F401
 from curate.cli import select_cmds  # noqa: E402,F401
 from curate.cli import vectors_cmds  # noqa: E402,F401
 
