@@ -123,3 +123,12 @@ def test_cli_bald_over_repeated_and_globbed_predictions(tmp_path, monkeypatch) -
     np.testing.assert_allclose(got["uncertainty"].to_numpy(), np.sort(bald)[::-1][:5], rtol=1e-6)
     res = cli(store, "select", "-n", "5", "--predictions", "mc_0.parquet", "--uncertainty", "bald")
     assert res.exit_code == 2 and "needs several prediction files" in res.output
+
+
+def test_config_file_lists_several_prediction_files() -> None:
+    from curate.select.config import from_mapping
+
+    cfg = from_mapping({"budget": 5, "strategy": "cluster-margin", "predictions": ["a.parquet", "mc/*.parquet"],
+                        "uncertainty": "bald"}).validate()
+    assert cfg.predictions == ["a.parquet", "mc/*.parquet"] and cfg.strategy == "cluster-margin"
+    assert [s.type for s in cfg.steps] == ["cluster_margin", "weights"]

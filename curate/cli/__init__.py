@@ -38,9 +38,11 @@ def _root(
 # workflow order (CurateGroup.ORDER), whatever the import order.
 from curate.cli import dedup_cmds  # noqa: E402,F401,I001
 from curate.cli import embed_cmds  # noqa: E402,F401
+from curate.cli import evaluate_cmds  # noqa: E402,F401
 from curate.cli import select_cmds  # noqa: E402,F401
 from curate.cli import store_cmds  # noqa: E402,F401
 from curate.cli import train_cmds  # noqa: E402,F401
+from curate.cli import vectors_cmds  # noqa: E402,F401
 from curate.cli import view_cmds  # noqa: E402,F401
 
 

@@ -26,7 +26,8 @@ from curate.store import StoreError
 
 STRATEGY_HELP = (
     f"auto (default: typicality when labeled+budget <= {AUTO_TYPICALITY_MAX}, else density-weighted k-center), "
-    "kcenter, density-kcenter, typicality, density, uncertainty, similarity, random."
+    "kcenter, density-kcenter, typicality, density, uncertainty, similarity, random; with --predictions: "
+    "uncertainty-kcenter, cluster-margin; badge (k-means++ seeding, e.g. on imported gradient embeddings)."
 )
 
 
@@ -93,7 +94,7 @@ def select_cmd(
                                   "as --strategy/--balance-by/--balance-target/--balance-mode/--min-distance")
             cfg = load_config(config_file)
         else:
-            steps, label = shorthand(strategy or "auto", predictions=predictions or None,
+            steps, label = shorthand(strategy or "auto", predictions=_one_or_many(predictions),
                                      similar=bool(similar_to or text), balance_by=keys,
                                      balance_target=balance_target, min_distance=min_distance,
                                      balance_mode=balance_mode)

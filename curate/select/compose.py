@@ -247,7 +247,7 @@ def _select(
 
     # 4. the greedy procedure
     columns: dict[str, np.ndarray] = {}
-    proc = next((s for s in steps if s.type in ("diversity", "typicality")), None)
+    proc = next((s for s in steps if s.type in ("diversity", "typicality", "cluster_margin", "badge")), None)
     if proc is not None and proc.type == "diversity":
         kw = None if weight is None else weight ** (1.0 / proc.strength)
         centers = np.flatnonzero(pool.center)
@@ -258,6 +258,8 @@ def _select(
         if res.stopped == "min_distance":
             messages.append(f"stopped at {len(idx)} picks: every remaining candidate is within "
                             f"min_distance {proc.min_distance} of a labeled or picked image")
+    elif proc is not None and proc.type in ("cluster_margin", "badge"):
+        idx, columns = _active_procedure(proc.type, pool, cfg, cand, weight, budget, groups, quotas, device)
     elif proc is not None:
         cl = inputs.clusters()
         score = cl.typicality.astype(np.float64) * (1.0 if weight is None else weight)
@@ -279,6 +281,24 @@ def _select(
     if plan is not None:
         columns["group"] = np.array([plan.name(int(g)) for g in plan.groups[idx]], dtype=object)
     return Selection(np.asarray(idx, dtype=np.int64), columns, label, messages)
+
+
+def _active_procedure(kind: str, pool: Pool, cfg: SelectionConfig, cand: np.ndarray, weight: np.ndarray | None,
+                      budget: int, groups: np.ndarray | None, quotas: np.ndarray | None,
+                      device: torch.device) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """cluster-margin (curate.select.cluster_margin) and BADGE (curate.select.badge)."""
+    if kind == "cluster_margin":
+        from curate.select.cluster_margin import cluster_margin_select
+
+        assert weight is not None  # validated: cluster_margin needs a weights step
+        idx, cl = cluster_margin_select(pool.X, weight, budget, candidates=cand, max_clusters=cfg.max_clusters,
+                                        seed=cfg.seed, groups=groups, quotas=quotas, device=device)
+        return idx, {"cluster": cl}
+    from curate.select.badge import badge_select
+
+    idx, dist = badge_select(pool.X, budget, candidates=cand, centers=pool.center, weights=weight, seed=cfg.seed,
+                             groups=groups, quotas=quotas, device=device)
+    return idx, {"distance": dist}
 
 
 def _rank(

@@ -9,10 +9,13 @@ with it. Step types:
   threshold   keep only candidates with min <= input <= max (applied first)
   balance     hard quotas over metadata `keys` (`target`: table, file, or uniform by default);
               `mode: marginal` meets each key's quotas at once instead of joint cells
+  cluster_margin  the 10x budget highest-weight candidates, k-means, round-robin from the smallest cluster
+  badge       k-means++ seeding (D^2 sampling, times weights^2) on the embeddings
 
 Inputs for weights/threshold: density, typicality, uncertainty (needs `predictions`),
 similarity (needs `similar_to` or `text`), random, or `field:<payload key>` (a numeric field).
-At most one of diversity/typicality; with neither, candidates are ranked by their weight product.
+At most one of diversity/typicality/cluster_margin/badge; with none, candidates are ranked by their
+weight product.
 
 Example (YAML):
 
@@ -43,9 +46,11 @@ from curate.select.uncertainty import KINDS
 # k-center beyond. See BENCHMARKS.md (selection quality) for the measurements behind the number.
 AUTO_TYPICALITY_MAX = 100
 
-STEP_TYPES = ("diversity", "typicality", "weights", "threshold", "balance", "auto")
+STEP_TYPES = ("diversity", "typicality", "weights", "threshold", "balance", "cluster_margin", "badge", "auto")
+PROCEDURES = ("diversity", "typicality", "cluster_margin", "badge", "auto")  # at most one per selection
 INPUTS = ("density", "typicality", "uncertainty", "similarity", "random")
-SHORTHANDS = ("auto", "kcenter", "density-kcenter", "typicality", "density", "uncertainty", "similarity", "random")
+SHORTHANDS = ("auto", "kcenter", "density-kcenter", "typicality", "density", "uncertainty", "similarity", "random",
+              "uncertainty-kcenter", "cluster-margin", "badge")
 
 
 class ConfigError(ValueError):
@@ -114,9 +119,11 @@ class SelectionConfig:
     def validate(self) -> SelectionConfig:
         for i, s in enumerate(self.steps):
             s.validate(f"strategy {i + 1}")
-        procs = [s.type for s in self.steps if s.type in ("diversity", "typicality", "auto")]
+        procs = [s.type for s in self.steps if s.type in PROCEDURES]
         if len(procs) > 1:
-            raise ConfigError(f"at most one of diversity/typicality per selection, got {', '.join(procs)}")
+            raise ConfigError(f"at most one of {'/'.join(PROCEDURES[:-1])} per selection, got {', '.join(procs)}")
+        if "cluster_margin" in procs and not any(s.type == "weights" for s in self.steps):
+            raise ConfigError("cluster_margin ranks by uncertainty: add a weights step (input: uncertainty)")
         if sum(s.type == "balance" for s in self.steps) > 1:
             raise ConfigError("one balance step at most; list several keys in it to balance them jointly")
         if not procs and not any(s.type == "weights" for s in self.steps):
@@ -146,7 +153,7 @@ class SelectionConfig:
 def shorthand(
     strategy: str = "auto",
     *,
-    predictions: str | None = None,
+    predictions: str | list[str] | None = None,
     similar: bool = False,
     balance_by: list[str] | None = None,
     balance_target: Any = None,
@@ -166,6 +173,9 @@ def shorthand(
         "uncertainty": [Step("weights", "uncertainty")],
         "similarity": [Step("weights", "similarity")],
         "random": [Step("weights", "random")],
+        "uncertainty-kcenter": [Step("diversity"), Step("weights", "uncertainty")],
+        "cluster-margin": [Step("cluster_margin"), Step("weights", "uncertainty")],
+        "badge": [Step("badge")],
     }[strategy]
     label = strategy
     if min_distance is not None:
@@ -173,7 +183,7 @@ def shorthand(
         if not proc:
             raise ConfigError(f"--min-distance applies to k-center; --strategy {strategy} has none")
         proc[0].min_distance = min_distance
-    if predictions and strategy != "uncertainty":
+    if predictions and not any(s.input == "uncertainty" for s in steps):
         steps.append(Step("weights", "uncertainty"))
         label += "+uncertainty"
     if similar and strategy != "similarity":
