@@ -158,6 +158,15 @@ def run_selection(
     payloads = store.payloads(collection, fields=_needed_fields(cfg))
     if not payloads:
         raise SelectError(f"collection {collection!r} is empty; run 'curate embed' first")
+    # round numbers are never reused (an unselected round keeps its number in the metadata)
+    meta_max, taken = used_rounds(store, collection)
+    used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
+    rnd = max([meta_max, *used]) + 1
+    name = check_selection_name(cfg.name) if cfg.name else f"round-{rnd}"
+    taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
+    if cfg.name and cfg.name in taken:
+        raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
+
     allowed: set[str] | None = None
     if cfg.where:
         allowed = set(store.payloads(collection, parse_where(cfg.where), fields=[]))
@@ -230,15 +239,6 @@ def run_selection(
     if cfg.balance is not None and "group" in sel.columns:
         _balanced_order(sel)
     picked = [pool_ids[i] for i in sel.indices]
-
-    # round numbers are never reused (an unselected round keeps its number in the metadata)
-    meta_max, taken = used_rounds(store, collection)
-    used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
-    rnd = max([meta_max, *used]) + 1
-    name = check_selection_name(cfg.name) if cfg.name else f"round-{rnd}"
-    taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
-    if cfg.name and cfg.name in taken:
-        raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
 
     rows = _manifest_rows(picked, sel, payloads, rnd, name)
     paths = manifest_paths(out, out_dir, collection, name, dry_run)
