@@ -251,7 +251,12 @@ def run_selection(
         manifests = write_manifest(rows, paths)
         tag_round(store, collection, picked, rnd, name)
         if export_dir is not None:
-            exported, missing = export_files(rows, Path(export_dir), export_mode)
+            try:
+                exported, missing = export_files(rows, Path(export_dir), export_mode)
+            except OSError as e:  # the round itself is fine: keep it, say how to export again
+                missing = 0
+                sel.messages.append(f"export to {export_dir} failed ({e}); the round is tagged; export it "
+                                    f"with: curate export {name} --to DIR")
             if missing:
                 sel.messages.append(f"export: {missing} source files not found (moved or deleted?)")
         pause_point("complete")
