@@ -104,3 +104,15 @@ def test_where_lists_parse() -> None:
     assert parse_where('w not in ["a", "b"]')[0].value == ["a", "b"]
     with pytest.raises(ValueError, match="strings or of integers"):
         parse_where("w in [true]")
+
+
+def test_failed_export_keeps_the_round_and_says_how_to_export_again(env) -> None:
+    work, store = env
+    (work / "file").write_text("not a folder")
+    res = cli(store, "select", "-n", "4", "--strategy", "random", "--export-dir", str(work / "file" / "sub"))
+    assert res.exit_code == 0, res.output
+    assert "export to" in res.output and "curate export round-1 --to DIR" in res.output
+    tagged = {u for u, p in _payloads(store).items() if p.get("selection_name") == "round-1"}
+    assert tagged == set(pl.read_csv(work / "curate-out" / "pool" / "round-1.csv")["id"].to_list())
+    res = cli(store, "export", "round-1", "--to", "ok")
+    assert res.exit_code == 0 and len(list((work / "ok").iterdir())) == 4, res.output

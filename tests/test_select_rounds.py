@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from test_select_cli import _make_store, _payloads, cli, runner
 
+import curate.select.rounds as rounds
 from curate.cli import app
 from curate.select.rounds import pending_round
 from curate.store import open_store
@@ -87,9 +88,19 @@ def test_kill_9_during_a_round_is_finished_or_rolled_back(env, stage, finished) 
         assert sum(p.get("selected_round") is not None for p in _payloads(store).values()) == 10
 
 
-def test_labeled_and_dry_run_see_a_pending_round(env) -> None:
+def test_labeled_and_dry_run_see_a_pending_round(env, monkeypatch) -> None:
     tmp, store, ids = env
-    _killed_select(tmp, store, "tag", "-n", "20", "--strategy", "random")
+
+    def crash(stage: str) -> None:  # in-process stand-in for a kill after the first tagging call
+        if stage == "tag":
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(rounds, "TAG_BATCH", 5)
+        m.setattr(rounds, "pause_point", crash)
+        res = cli(store, "select", "-n", "20", "--strategy", "random", "--device", "cpu", "--quiet")
+    assert res.exit_code != 0  # interrupted (click turns KeyboardInterrupt into an abort)
+    assert len(_round_ids(store, "round-1")) == 5
     with open_store(str(store)) as st:
         killed = set(pending_round(st, "pool")["ids"])
     # a dry run writes nothing, but does not hand out the pending round's images again

@@ -68,10 +68,9 @@ def test_interrupted_unselect_is_finished_by_the_next_command(env, monkeypatch) 
         if stage == "unselect":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(rounds, "pause_point", crash)
-    with open_store(str(store)) as st, pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as m, open_store(str(store)) as st, pytest.raises(KeyboardInterrupt):
+        m.setattr(rounds, "pause_point", crash)
         rounds.unselect_round(st, "pool", 1, "curate-out")
-    monkeypatch.undo()
     with open_store(str(store)) as st:
         assert rounds.pending_round(st, "pool")["kind"] == "unselect"
     assert (tmp / "curate-out" / "pool" / "round-1.csv").exists()  # tags gone, manifest not yet archived

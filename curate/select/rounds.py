@@ -120,8 +120,11 @@ def resolve_pending(store: Store, collection: str, say: Callable[[str], None] | 
         exported = ""
         if p.get("export"):
             rows = read_manifest(p["manifests"][0])
-            n, _ = export_files(rows, Path(p["export"]["dir"]), p["export"]["mode"])
-            exported = f", {n} files re-exported to {p['export']['dir']}"
+            try:
+                n, _ = export_files(rows, Path(p["export"]["dir"]), p["export"]["mode"])
+                exported = f", {n} files re-exported to {p['export']['dir']}"
+            except OSError as e:  # never let a failing export block every later command
+                exported = f"; its export failed again ({e}): run 'curate export {name} --to DIR'"
         complete_round(store, collection)
         msg = f"finished the interrupted selection round {name!r}: {len(ids)} images tagged{exported}"
     else:

@@ -158,6 +158,15 @@ def run_selection(
     payloads = store.payloads(collection, fields=_needed_fields(cfg))
     if not payloads:
         raise SelectError(f"collection {collection!r} is empty; run 'curate embed' first")
+    # round numbers are never reused (an unselected round keeps its number in the metadata)
+    meta_max, taken = used_rounds(store, collection)
+    used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
+    rnd = max([meta_max, *used]) + 1
+    name = check_selection_name(cfg.name) if cfg.name else f"round-{rnd}"
+    taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
+    if cfg.name and cfg.name in taken:
+        raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
+
     allowed: set[str] | None = None
     if cfg.where:
         allowed = set(store.payloads(collection, parse_where(cfg.where), fields=[]))
@@ -232,15 +241,6 @@ def run_selection(
         _balanced_order(sel)
     picked = [pool_ids[i] for i in sel.indices]
 
-    # round numbers are never reused (an unselected round keeps its number in the metadata)
-    meta_max, taken = used_rounds(store, collection)
-    used = [int(p[SELECTED_ROUND]) for p in payloads.values() if p.get(SELECTED_ROUND) is not None]
-    rnd = max([meta_max, *used]) + 1
-    name = check_selection_name(cfg.name) if cfg.name else f"round-{rnd}"
-    taken |= {p.get(SELECTION_NAME) for p in payloads.values() if p.get(SELECTION_NAME)}
-    if cfg.name and cfg.name in taken:
-        raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
-
     rows = _manifest_rows(picked, sel, payloads, rnd, name)
     paths = manifest_paths(out, out_dir, collection, name, dry_run)
     exported = 0
@@ -252,7 +252,12 @@ def run_selection(
         manifests = write_manifest(rows, paths)
         tag_round(store, collection, picked, rnd, name)
         if export_dir is not None:
-            exported, missing = export_files(rows, Path(export_dir), export_mode)
+            try:
+                exported, missing = export_files(rows, Path(export_dir), export_mode)
+            except OSError as e:  # the round itself is fine: keep it, say how to export again
+                missing = 0
+                sel.messages.append(f"export to {export_dir} failed ({e}); the round is tagged; export it "
+                                    f"with: curate export {name} --to DIR")
             if missing:
                 sel.messages.append(f"export: {missing} source files not found (moved or deleted?)")
         pause_point("complete")
