@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from curate.payload_fields import is_curate_field
 from curate.select.tensors import unit_rows
-from curate.sources import RESERVED_FIELDS, point_id
+from curate.sources import point_id
 from curate.store import Store
 
 BATCH = 10_000
@@ -172,7 +173,7 @@ def _match_existing(store: Store, collection: str, key: str, keys: list[str]) ->
 
 def _new_points(df, file: Path, root: str | os.PathLike | None) -> tuple[list[str], list[dict[str, Any]]]:
     """Ids and payloads as `curate embed FILE` would make them for the same manifest rows."""
-    clash = sorted((RESERVED_FIELDS | {"id"}) & set(df.columns))
+    clash = sorted(c for c in df.columns if c != "path" and is_curate_field(c))
     if clash:
         raise VectorsError(f"{file}: column(s) {', '.join(clash)} are written by curate itself; rename them")
     base = file.parent.resolve()

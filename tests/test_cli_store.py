@@ -67,10 +67,10 @@ def test_read_only_store_serves_reads_and_refuses_writes_in_one_line(tmp_path, m
     assert res.exit_code == 0 and "broken.png" in res.output
     res = _run("select", "--budget", "3", "--dry-run", "--store", store, "--out", str(tmp_path / "r.csv"))
     assert res.exit_code == 0, res.output
-    assert pl.read_csv(tmp_path / "r.csv").height == 3
+    assert pl.read_csv(tmp_path / "r.preview.csv").height == 3
     res = _run("dedup", "--suggest", "--store", store)
     assert res.exit_code == 0, res.output
-    line = _one_error_line(_run("labeled", str(tmp_path / "r.csv"), "--store", store))
+    line = _one_error_line(_run("labeled", str(tmp_path / "r.preview.csv"), "--store", store))
     assert "read-only" in line
     res = _run("select", "--budget", "3", "--store", store, "--out", str(tmp_path / "r2.csv"))
     assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("error: the store")

@@ -40,6 +40,7 @@ def test_bad_source_and_device_fail_before_torch_is_imported(tmp_path):
     assert got["torch"] is False
     _pool(tmp_path / "pool")
     got = _fresh_cli("embed", str(tmp_path / "pool"), "--device", "tpu", "--store", store)
-    assert got["code"] == 2 and "--device tpu" in got["out"] and len(got["out"].strip().splitlines()) == 1
+    assert got["code"] == 2 and "tpu" in got["out"] and "--device" in got["out"]
+    assert len(got["out"].strip().splitlines()) == 1
     assert got["torch"] is False
     assert not (tmp_path / "store").exists()  # nothing was opened or created

@@ -50,7 +50,7 @@ def test_import_by_id_then_select_on_the_new_encoder(env) -> None:
     order = sorted(range(10, 120), key=lambda i: ids[i])  # the pool by id; failed and duplicate images out
     Xs = _unit(V)[[i - 4 for i in order]]
     ref, _ = brute_kcenter(Xs, 7, [])
-    assert pl.read_csv(tmp / "k.csv")["id"].to_list() == [ids[order[r]] for r in ref]
+    assert pl.read_csv(tmp / "k.preview.csv")["id"].to_list() == [ids[order[r]] for r in ref]
     # re-import is an update of the same encoder; another dimension under the same name is refused
     assert cli(store, "import-vectors", "feats.parquet", "--encoder", "task-feats").exit_code == 0
     pl.DataFrame({"id": ids[4:6], "vector": [[1.0, 0.0], [0.0, 1.0]]}).write_parquet(tmp / "d2.parquet")

@@ -49,7 +49,7 @@ def import_vectors_cmd(
 
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     try:
-        with store_from(s) as st:
+        with store_from(s, create=create, write=True) as st:
             rep = import_vectors(st, s.collection, file, encoder, manifest=manifest, create=create, root=root,
                                  skip_unknown=skip_unknown, column=column)
     except (ValueError, StoreError) as e:

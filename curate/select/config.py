@@ -257,7 +257,7 @@ def from_mapping(data: dict[str, Any], origin: str = "config") -> SelectionConfi
 # Expected YAML/JSON types: a wrong type is an error, never coerced (`budget: 2.7` is not 2,
 # `budget: true` is not 1). "number" is an int or a finite float; bool is never a number.
 _TOP_TYPES = {"budget": "int", "fraction": "number", "seed": "int", "name": "str", "where": "strs",
-              "include_duplicates": "bool", "predictions": "str", "uncertainty": "str", "similar_to": "strs",
+              "include_duplicates": "bool", "predictions": "strs", "uncertainty": "str", "similar_to": "strs",
               "text": "strs", "knn": "int", "max_clusters": "int", "strategy": "str"}
 _STEP_TYPES = {"type": "str", "input": "str", "strength": "number", "min": "number", "max": "number",
                "min_distance": "number", "keys": "strs", "mode": "str"}
