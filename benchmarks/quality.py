@@ -257,10 +257,13 @@ def scores(idx: np.ndarray, te: np.ndarray, emb: np.ndarray, raw: np.ndarray, la
     return {name: float((m.predict(x[te]) == labels[te]).mean()) for name, (m, x) in models.items()}
 
 
-def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[str]) -> dict:
+def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[str],
+        results: dict | None = None, save: Path | None = None) -> dict:
+    """Results per "dataset/encoder" (added to `results`); written to `save` after every seed, so an
+    interrupted run still leaves every finished seed readable with --tables."""
     from sklearn.model_selection import train_test_split
 
-    results: dict = {}
+    results = {} if results is None else results
     for ds in datasets:
         images, labels = load_dataset(ds)
         raw = raw_pixels(images)
@@ -279,6 +282,8 @@ def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[s
                         for m, acc in scores(idx, te, emb, raw, labels, seed).items():
                             results[key][strategy][b][m].append(acc)
                 print(f"{key}: seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+                if save is not None:
+                    save.write_text(json.dumps(results))
     return results
 
 
@@ -358,14 +363,14 @@ def main() -> None:
     t = time.perf_counter()
     pairs = [(d, e) for d in args.datasets.split(",") for e in args.encoders.split(",")
              if not (d == "textile" and e == "pixels")]  # 16x16 thumbnails of textile: not a useful embedding
-    results: dict = {}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # small models and tiny products: threads only wait on a shared machine
     with threadpool_limits(1):
+        results: dict = {}
         for d, e in pairs:
-            results.update(run([d], [e], args.seeds, args.strategies.split(",")))
-    results = json.loads(json.dumps(results))  # budgets as string keys, as when read back
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results))
+            run([d], [e], args.seeds, args.strategies.split(","), results, save=out)
+    results = json.loads(out.read_text())  # budgets as string keys, as when read back
     print_tables(results, f"\nMachine: {cpu_name()}, 1 thread; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; "
                  f"`python {' '.join(sys.argv)}`; {time.perf_counter() - t:.0f} s. Test accuracy in %, mean ± std "
                  f"over {args.seeds} seeds, (difference to random in points); _italic_ = below random; "
