@@ -5,6 +5,7 @@ the GPU bandwidth floor, and density/typicality at scale.
     python benchmarks/selection.py floor          # per-pick time vs one GEMV over the same matrix, N up to 1M
     python benchmarks/selection.py gpu            # N=1M, d=512, budget 5000 in fp16 vs the bandwidth floor (CUDA)
     python benchmarks/selection.py scale --n 200000   # density + typicality time and peak memory
+    python benchmarks/selection.py auto           # auto and what it picks vs plain kcenter, N=50k/200k, budget 200/5000
 
 Data: unit vectors drawn around 200 random directions (embeddings are clustered; pure noise would
 make every distance alike). Each part prints one markdown table with the machine and command.
@@ -219,19 +220,55 @@ def part_scale(args: argparse.Namespace) -> None:
     print("| N | d | step | time | peak RSS (process) | an N x N fp32 matrix would be |")
     print("|---|---|---|---|---|---|")
     print(f"| {n:,} | {d} | pool matrix alone | - | {base:.1f} GiB | {nn:,.0f} GiB |")
-    print(f"| {n:,} | {d} | kNN density (k=20, 20k reference sample) | {t_dens:.1f} s | {rss_d:.1f} GiB | |")
+    print(f"| {n:,} | {d} | kNN density (k=20, soft top-k on 512 references) | {t_dens:.1f} s | {rss_d:.1f} GiB | |")
     print(f"| {n:,} | {d} | k-means (K={k}) + in-cluster typicality | {t_typ:.1f} s | {rss_t:.1f} GiB | |")
+
+
+def part_auto(args: argparse.Namespace) -> None:
+    """`auto` (and every strategy it can resolve to) against plain k-center, through
+    `compose.select` (the code behind `curate select`), same data, same process, alternating."""
+    from curate.select.compose import Pool, resolve_auto, select
+    from curate.select.config import SelectionConfig, shorthand
+
+    sizes = [args.n] if args.n else [50_000, 200_000]
+    budgets = [args.budget] if args.budget else [200, 5000]
+    dev = torch.device(args.device)
+    print(f"\n**auto vs plain k-center (CPU unless stated)** — {machine()}\n")
+    print("| N | d | budget | kcenter | auto (resolves to) | auto / kcenter | density-kcenter / kcenter "
+          "| typicality / kcenter |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        X = clustered(n, args.dim, seed=3)
+        pool = Pool(X, np.ones(n, bool), np.zeros(n, bool), [{}] * n, ids=[f"{i:09d}" for i in range(n)])
+        for b in budgets:
+            t: dict[str, float] = {}
+            for name in ("kcenter", "auto", "density-kcenter", "typicality"):
+                if name == "typicality" and b > 200:
+                    continue  # auto never picks typicality above 100 labels
+                steps, label = shorthand(name)
+                cfg = SelectionConfig(steps=steps, strategy=label, seed=0).validate()
+                t0 = time.perf_counter()
+                sel = select(pool, cfg, b, device=dev)
+                t[name] = time.perf_counter() - t0
+                assert len(sel.indices) == b
+            typ = f"{t['typicality'] / t['kcenter']:.2f}x" if "typicality" in t else "-"
+            print(f"| {n:,} | {args.dim} | {b} | {t['kcenter']:.1f} s | {t['auto']:.1f} s ({resolve_auto(0, b)}) "
+                  f"| **{t['auto'] / t['kcenter']:.2f}x** | {t['density-kcenter'] / t['kcenter']:.2f}x | {typ} |",
+                  flush=True)
+        del X, pool
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["reference", "floor", "gpu", "scale"])
+    ap.add_argument("part", choices=["reference", "floor", "gpu", "scale", "auto"])
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    {"reference": part_reference, "floor": part_floor, "gpu": part_gpu, "scale": part_scale}[args.part](args)
+    parts = {"reference": part_reference, "floor": part_floor, "gpu": part_gpu, "scale": part_scale,
+             "auto": part_auto}
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

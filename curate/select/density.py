@@ -128,6 +128,23 @@ def _temperature(sims: np.ndarray, k: int) -> float:
     return max(gap, 1e-4) / (3.0 * np.log(max(m / k, 2.0)))
 
 
+def knn_distance(
+    X: np.ndarray,
+    k: int = DENSITY_K,
+    *,
+    exact_max: int = EXACT_MAX,
+    reference_size: int = REFERENCE_SIZE,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Mean distance to the k nearest other rows: exact up to `exact_max` rows, the soft estimate
+    on `reference_size` references above (module doc)."""
+    n = int(X.shape[0])
+    if n <= exact_max:
+        return mean_knn_distance(X, k, reference_size=n, device=device)
+    return soft_knn_distance(X, k, reference_size=reference_size, seed=seed, device=device)
+
+
 def knn_density(
     X: np.ndarray,
     k: int = DENSITY_K,
@@ -137,8 +154,6 @@ def knn_density(
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """Density score per row (higher = more typical of the pool): exact up to `exact_max` rows,
-    the soft k-NN estimate on `reference_size` references above (module doc)."""
-    if int(X.shape[0]) <= exact_max:
-        return inverse_distance(mean_knn_distance(X, k, reference_size=int(X.shape[0]), device=device))
-    return inverse_distance(soft_knn_distance(X, k, reference_size=reference_size, seed=seed, device=device))
+    """Density score per row (higher = more typical of the pool)."""
+    return inverse_distance(knn_distance(X, k, exact_max=exact_max, reference_size=reference_size, seed=seed,
+                                         device=device))

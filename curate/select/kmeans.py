@@ -3,9 +3,10 @@
 Why our own and not sklearn: the same code runs on the GPU (a 1M x 512 pool with 500 clusters
 takes seconds there, minutes in sklearn on CPU), the pool stays in the storage dtype (fp16 on GPU)
 instead of sklearn's float32/float64 copy, and the assignment step works in row tiles sized by
-`curate.device`, so memory is O(N) plus one (tile x K) block. The algorithm is plain Lloyd with
-k-means++ seeding on a seeded sample, which is what sklearn's KMeans does; tests check that, given
-the same initial centroids, we reach the same labels as `sklearn.cluster.KMeans(algorithm="lloyd")`.
+`curate.device`, so memory is O(N) plus one (tile x K) block. The algorithm is Lloyd with k-means++
+seeding, best inertia of `n_init` initialisations, which is what sklearn's KMeans does; tests check
+that, given the same initial centroids, we reach the same labels as
+`sklearn.cluster.KMeans(algorithm="lloyd")`, and that best-of-n beats a single init's inertia.
 """
 
 from __future__ import annotations
@@ -25,9 +26,18 @@ def _assign(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor) -> tuple[t
     cn = (cent.float() ** 2).sum(1)
     ct = cent.to(x.dtype).T.contiguous()
     rows = rows_per_chunk(cent.shape[0], x.device, bytes_per_value=8, fraction=0.05)
+    host = x.device.type == "cpu" and x.dtype == torch.float32
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        s = mm_f32(x[r0:r1], ct).mul_(2).sub_(cn[None, :])  # 2 x.c - |c|^2: larger = closer
+        if host:  # numpy: small tiles run on one thread instead of waiting for torch's pool on a busy CPU
+            s_np = x[r0:r1].numpy() @ ct.numpy()
+            s_np *= 2
+            s_np -= cn.numpy()[None, :]  # 2 x.c - |c|^2: larger = closer
+            best = s_np.argmax(axis=1)  # first maximum: ties go to the lower centroid id
+            labels[r0:r1] = torch.from_numpy(best)
+            d2[r0:r1] = (norms[r0:r1] - torch.from_numpy(s_np[np.arange(r1 - r0), best])).clamp_min_(0)
+            continue
+        s = mm_f32(x[r0:r1], ct).mul_(2).sub_(cn[None, :])
         m = torch.max(s, dim=1)
         labels[r0:r1] = m.indices
         d2[r0:r1] = (norms[r0:r1] - m.values).clamp_min_(0)
@@ -35,19 +45,58 @@ def _assign(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor) -> tuple[t
 
 
 def kmeans_plusplus(x: torch.Tensor, norms: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor:
-    """k-means++ seeding (D^2 sampling). Sampling happens on the host with a numpy generator, so
-    the seeds are the same on CPU and GPU up to float rounding."""
+    """Greedy k-means++ seeding (as in sklearn): each step draws 2 + ln(k) candidates by D^2
+    sampling and keeps the one that lowers the potential most; plain k-means++ (one draw) often
+    drops a seed into a mode that already has one, merging two small modes. Sampling happens on
+    the host with a numpy generator, so the seeds are the same on CPU and GPU up to float rounding."""
     n = x.shape[0]
+    trials = 2 + int(np.log(k))
+
+    def dist_to(rows: list[int]) -> torch.Tensor:  # (len(rows), n) squared distances
+        r = torch.as_tensor(rows, device=x.device)
+        if x.device.type == "cpu" and x.dtype == torch.float32:  # numpy's BLAS: no thread fan-out for
+            prod = torch.from_numpy(x[r].numpy() @ x.numpy().T)  # a few rows (torch's costs ~25 ms when busy)
+        else:
+            prod = mm_f32(x[r], x.T)
+        return (norms[None, :] - 2 * prod + norms[r][:, None]).clamp_min_(0)
+
     first = int(rng.integers(n))
     chosen = [first]
-    d2 = (norms - 2 * mm_f32(x, x[first]) + norms[first]).clamp_min_(0)
+    d2 = dist_to([first])[0]
     for _ in range(1, k):
         p = d2.double().cpu().numpy()
         total = p.sum()
-        nxt = int(rng.choice(n, p=p / total)) if total > 0 else int(rng.integers(n))
-        chosen.append(nxt)
-        d2 = torch.minimum(d2, (norms - 2 * mm_f32(x, x[nxt]) + norms[nxt]).clamp_min_(0))
+        if total > 0:
+            cand = np.searchsorted(np.cumsum(p), rng.random(trials) * total).clip(max=n - 1).tolist()
+        else:
+            cand = rng.integers(n, size=trials).tolist()
+        new = torch.minimum(d2[None, :], dist_to(cand))
+        best = int(torch.argmin(new.double().sum(dim=1)))
+        chosen.append(int(cand[best]))
+        d2 = new[best]
     return x[torch.as_tensor(chosen, device=x.device)].float()
+
+
+def _lloyd(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float
+           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Lloyd iterations from `cent`: (centroids, labels, inertia = sum of squared distances)."""
+    n, k, dev = x.shape[0], cent.shape[0], x.device
+    labels = None
+    for _ in range(max_iter):
+        new_labels, _ = _assign(x, norms, cent)
+        sums = torch.zeros((k, x.shape[1]), dtype=torch.float32, device=dev)
+        rows = rows_per_chunk(x.shape[1], dev, fraction=0.02)
+        for r0 in range(0, n, rows):
+            sums.index_add_(0, new_labels[r0 : r0 + rows], x[r0 : r0 + rows].float())
+        counts = torch.bincount(new_labels, minlength=k).to(torch.float32)
+        new_cent = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], cent)
+        shift = float((new_cent - cent).norm(dim=1).max())
+        same = labels is not None and bool(torch.equal(new_labels, labels))
+        cent, labels = new_cent, new_labels
+        if same or shift <= tol:
+            break
+    labels, d2 = _assign(x, norms, cent)
+    return cent, labels, float(d2.double().sum())
 
 
 def kmeans(
@@ -58,40 +107,45 @@ def kmeans(
     max_iter: int = 50,
     tol: float = 1e-4,
     init: np.ndarray | None = None,
+    n_init: int = 1,
     sample_size: int | None = None,
+    refine_iter: int = 3,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(centroids float32 [K, d], labels int64 [N]). Stops when no label changes or the largest
-    centroid move is below `tol`. Empty clusters keep their previous centroid."""
+    centroid move is below `tol`. Empty clusters keep their previous centroid.
+
+    Without `init`: `n_init` runs of k-means++ seeding + Lloyd on a seeded sample of
+    `sample_size` rows (default max(20 K, 10,000); all rows when N is smaller, which makes this
+    plain best-of-n_init k-means), the run with the lowest inertia wins (sklearn's rule), then
+    `refine_iter` Lloyd iterations on every row. The sample bounds the cost at large N: a 1M-row
+    pool pays K x d per row for a few passes, not for every iteration of every init."""
     dev = resolve_device(device)
     n = int(X.shape[0])
     k = int(n_clusters)
     if not 1 <= k <= n:
         raise ValueError(f"n_clusters={k} must be between 1 and the number of rows ({n})")
+    if n_init < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init}")
     rng = np.random.default_rng(seed)
     with torch.inference_mode():
         x = to_storage(X, dev)
         norms = sq_norms(x)
         if init is not None:
             cent = torch.as_tensor(np.asarray(init, np.float32), device=dev)
+            cent, labels, _ = _lloyd(x, norms, cent, max_iter, tol)
         else:
             m = min(n, sample_size or max(20 * k, 10_000))
             sub = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
             s_idx = torch.as_tensor(sub, device=dev)
-            cent = kmeans_plusplus(x[s_idx], norms[s_idx], k, rng)
-        labels = None
-        for _ in range(max_iter):
-            new_labels, _ = _assign(x, norms, cent)
-            sums = torch.zeros((k, x.shape[1]), dtype=torch.float32, device=dev)
-            rows = rows_per_chunk(x.shape[1], dev, fraction=0.02)
-            for r0 in range(0, n, rows):
-                sums.index_add_(0, new_labels[r0 : r0 + rows], x[r0 : r0 + rows].float())
-            counts = torch.bincount(new_labels, minlength=k).to(torch.float32)
-            new_cent = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], cent)
-            shift = float((new_cent - cent).norm(dim=1).max())
-            same = labels is not None and bool(torch.equal(new_labels, labels))
-            cent, labels = new_cent, new_labels
-            if same or shift <= tol:
-                break
-        labels, _ = _assign(x, norms, cent)
+            xs, ns = (x, norms) if m == n else (x[s_idx], norms[s_idx])
+            best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+            for _ in range(n_init):
+                run = _lloyd(xs, ns, kmeans_plusplus(xs, ns, k, rng), max_iter, tol)
+                if best is None or run[2] < best[2]:
+                    best = run
+            assert best is not None
+            cent, labels = best[0], best[1]
+            if m < n:
+                cent, labels, _ = _lloyd(x, norms, cent, refine_iter, tol)
         return cent.cpu().numpy().astype(np.float32), labels.cpu().numpy()
