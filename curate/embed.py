@@ -18,7 +18,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,14 @@ class EmbedReport:
             f"of {self.total} images into {self.collection!r} with {self.encoder} "
             f"in {self.seconds:.1f} s ({self.rate:.0f} images/s)"
         )
+
+
+class EmbedInterrupted(KeyboardInterrupt):
+    """Ctrl-C during embed_pool, raised after every batch already computed was written."""
+
+    def __init__(self, report: EmbedReport) -> None:
+        super().__init__()
+        self.report = report
 
 
 class DecodeDataset(Dataset):
@@ -164,6 +172,9 @@ def _collate(items: list[dict[str, Any]]) -> Batch:
 
 def _worker_init(main_pid: int, _worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the model's threads live in the main process
+    # Ctrl-C reaches the whole process group: the main process stops the run between batches
+    # and shuts the workers down; a worker dying on its own mid-transfer would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker's parent is the forkserver, not curate, and the forkserver lives as long as any
     # worker holds its "alive" pipe: after a kill -9 of curate both would wait on each other
     # forever. So workers watch curate's main process itself and exit the moment it is gone;
@@ -203,6 +214,28 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _until_ctrl_c(batches: Iterator[Batch], pressed: list[bool]) -> Iterator[Batch]:
+    """Yield batches until Ctrl-C, which ends the loop between batches (no half-received batch,
+    no worker interrupted mid-transfer); a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
+        yield from batches
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first_ctrl_c(_signum, _frame) -> None:  # noqa: ANN001 - signal handler signature
+        pressed.append(True)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, first_ctrl_c)
+    try:
+        for batch in batches:
+            yield batch
+            if pressed:
+                return
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _transform_modules(transform: Any) -> list[str]:
@@ -355,8 +388,11 @@ def embed_pool(
     rows = todo.to_dicts()
     writer = _Writer()
     done = 0
+    batches = iter(loader)
+    interrupted = False
+    ctrl_c: list[bool] = []
     try:
-        for batch in loader:
+        for batch in _until_ctrl_c(batches, ctrl_c):
             items = batch.items
             vectors: list[torch.Tensor] = []
             good: list[int] = []
@@ -411,10 +447,18 @@ def embed_pool(
             done += len(items)
             if on_progress:
                 on_progress(done, todo.height)
+        interrupted = bool(ctrl_c)
+    except KeyboardInterrupt:  # a second Ctrl-C, or not on the main thread
+        interrupted = True
     finally:
-        writer.drain()
+        _shutdown = getattr(batches, "_shutdown_workers", None)
+        if _shutdown is not None:  # now, not whenever the iterator is garbage-collected
+            _shutdown()
+        writer.drain()  # what was computed is kept: the next run resumes after it
         store.flush()
         report.seconds = time.perf_counter() - start
+    if interrupted:
+        raise EmbedInterrupted(report)
     return report
 
 

@@ -3,6 +3,10 @@ and the store must stay openable and resumable whatever happens."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from procs import descendants, wait_gone
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.store import open_store
 
 
 def _write_pool(folder: Path, n: int) -> None:
@@ -30,7 +38,8 @@ def _start_and_wait_for_workers(cmd: list[str], store: Path, workers: int) -> tu
     descendant process seen so far (pid -> start time)."""
     # Output goes to files, not pipes: an orphan holding a pipe open would hang the test, not fail it.
     log = open(store.parent / "embed.log", "w")  # noqa: SIM115 - the child writes it until it ends
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    # A session of its own: Ctrl-C in a terminal signals the whole process group, and so do we.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     rows = store / "pool" / "vector_cache" / "pixels16" / "rows.f32"
     seen: dict[int, int] = {}
     deadline = time.monotonic() + 120
@@ -57,3 +66,34 @@ def test_no_process_outlives_a_kill_9(tmp_path):
     proc.wait()
     left = wait_gone(seen, timeout=5)
     assert not left, f"still running 5 s after kill -9 of curate embed: {left}"
+
+
+def test_ctrl_c_stores_what_was_done_and_info_reports_while_running(tmp_path):
+    _write_pool(tmp_path / "pool", 2000)
+    store = tmp_path / "store"
+    cmd = _embed_cmd(tmp_path / "pool", store)
+    proc, seen = _start_and_wait_for_workers(cmd, store, workers=2)
+    deadline = time.monotonic() + 60
+    while not (store / "embed-progress.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # `info` while the run holds the store: it says what runs and how far, instead of refusing
+    res = CliRunner().invoke(app, ["info", "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    assert f"curate embed (pid {proc.pid}) is writing collection 'pool' with pixels16" in res.output
+    running = json.loads(CliRunner().invoke(app, ["info", "--json", "--store", str(store)]).output)["running"]
+    assert running["pid"] == proc.pid and running["total"] == 2000 and 0 < running["done"] <= 2000
+
+    seen |= descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert proc.wait(timeout=60) == 130, _log(store)
+    assert not wait_gone(seen, timeout=5), "a worker or the forkserver outlived the interrupted run"
+    found = re.search(r"interrupted: (\d+) of 2000 stored; re-run to resume", _log(store))
+    assert found, _log(store)
+    assert "Traceback" not in _log(store)
+    s = open_store(str(store))
+    stored = s.count_vectors("pool", "pixels16")
+    s.close()
+    assert 0 < stored == int(found.group(1)) < 2000
+    assert not (store / "embed-progress.json").exists()
+    info = json.loads(CliRunner().invoke(app, ["info", "--json", "--store", str(store)]).output)
+    assert info["collections"]["pool"]["encoders"]["pixels16"]["count"] == stored
