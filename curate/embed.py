@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from curate import diskspace
 from curate.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, read_bytes, sha256_hex, time_limit
 from curate.encoders import Encoder
 from curate.sources import Pool
@@ -44,6 +46,7 @@ class EmbedOptions:
     decode_timeout: float = 20.0  # seconds per image
     max_pixels: int = DEFAULT_MAX_PIXELS
     gpu_decode: str = "auto"  # auto | on | off: torchvision/nvJPEG decode of JPEGs on the encoder's device
+    min_free_bytes: int = diskspace.DEFAULT_MARGIN  # the run stops before the store's disk has less free
     progress: bool = True
 
 
@@ -360,6 +363,8 @@ def embed_pool(
     if todo.height == 0:
         report.seconds = time.perf_counter() - start
         return report
+    disk = _DiskWatch(store, encoder.dim, opts.min_free_bytes)
+    disk.check_start(todo.height)
 
     # "on" forces the torchvision decode path on any device (that is how CPU-only CI tests it).
     use_gpu_decode = opts.gpu_decode == "on" or (opts.gpu_decode == "auto" and encoder.device.type == "cuda")
@@ -391,8 +396,9 @@ def embed_pool(
     batches = iter(loader)
     interrupted = False
     ctrl_c: list[bool] = []
+    stream = _until_ctrl_c(batches, ctrl_c)
     try:
-        for batch in _until_ctrl_c(batches, ctrl_c):
+        for batch in stream:
             items = batch.items
             vectors: list[torch.Tensor] = []
             good: list[int] = []
@@ -440,6 +446,8 @@ def embed_pool(
                 if good_ids:  # vectors last: "has a vector" is what resume trusts
                     store.upsert_vectors(collection, encoder.name, good_ids, m)
 
+            if not disk.room_for(len(items) * (writer.depth + 1)):
+                break  # this batch is not written; the next run redoes it
             writer.submit(write)
             report.embedded += len(good_ids)
             report.failed += len(failures)
@@ -450,7 +458,12 @@ def embed_pool(
         interrupted = bool(ctrl_c)
     except KeyboardInterrupt:  # a second Ctrl-C, or not on the main thread
         interrupted = True
+    except Exception as e:
+        if diskspace.is_disk_full(e):
+            raise disk.error(todo.height - report.embedded - report.failed, report) from e
+        raise
     finally:
+        stream.close()  # gives Ctrl-C back to its previous handler
         _shutdown = getattr(batches, "_shutdown_workers", None)
         if _shutdown is not None:  # now, not whenever the iterator is garbage-collected
             _shutdown()
@@ -459,7 +472,49 @@ def embed_pool(
         report.seconds = time.perf_counter() - start
     if interrupted:
         raise EmbedInterrupted(report)
+    if disk.low:
+        raise disk.error(todo.height - report.embedded - report.failed, report)
     return report
+
+
+class _DiskWatch:
+    """Free space on the embedded store's disk, checked before the run and before each write."""
+
+    def __init__(self, store: Store, dim: int, margin: int) -> None:
+        root = getattr(store, "root", None)  # the embedded store's folder; a server manages its own disk
+        self.folder = root if isinstance(root, Path) else None
+        self.per_image = diskspace.bytes_per_image(dim)
+        self.margin = margin
+        self.low = False
+        self.free = 0
+
+    def check_start(self, images: int) -> None:
+        if self.folder is None:
+            return
+        self.free = diskspace.free_bytes(self.folder)
+        need = images * self.per_image + self.margin
+        if self.free < need:
+            raise diskspace.DiskSpaceError(
+                f"not enough disk space for the store {self.folder}: {images} images need about "
+                f"{diskspace.human(need)} (with a {diskspace.human(self.margin)} margin), "
+                f"{diskspace.human(self.free)} free; free space or use --store on another disk"
+            )
+
+    def room_for(self, images: int) -> bool:
+        """False (and remembered) when writing `images` more would eat into the margin."""
+        if self.folder is None:
+            return True
+        self.free = diskspace.free_bytes(self.folder)
+        self.low = self.free < self.margin + images * self.per_image
+        return not self.low
+
+    def error(self, left: int, report: EmbedReport) -> diskspace.DiskSpaceError:
+        need = left * self.per_image + self.margin
+        return diskspace.DiskSpaceError(
+            f"stopped: the disk of the store {self.folder} is nearly full ({diskspace.human(self.free)} free); "
+            f"about {diskspace.human(need)} is needed for the {left} images left; "
+            f"{report.skipped + report.embedded} of {report.total} stored; free space and re-run to resume"
+        )
 
 
 def failures_table(store: Store, collection: str) -> pl.DataFrame:

@@ -97,3 +97,101 @@ def test_ctrl_c_stores_what_was_done_and_info_reports_while_running(tmp_path):
     assert not (store / "embed-progress.json").exists()
     info = json.loads(CliRunner().invoke(app, ["info", "--json", "--store", str(store)]).output)
     assert info["collections"]["pool"]["encoders"]["pixels16"]["count"] == stored
+
+
+def _in_process_pool(tmp_path: Path, n: int):
+    from curate.sources import discover
+
+    _write_pool(tmp_path / "pool", n)
+    return discover(tmp_path / "pool")
+
+
+def test_low_disk_space_stops_with_the_space_needed_and_resumes(tmp_path, monkeypatch):
+    import curate.embed as embed_mod
+    from curate.diskspace import DiskSpaceError
+    from curate.embed import EmbedOptions, embed_pool
+    from curate.encoders import load_encoder
+
+    pool = _in_process_pool(tmp_path, 80)
+    enc = load_encoder("pixels", device="cpu")
+    opts = EmbedOptions(batch_size=8, workers=0, progress=False, min_free_bytes=1 << 20)
+    # Before the run: too little space for the whole pool -> refused before anything is written.
+    monkeypatch.setattr(embed_mod.diskspace, "free_bytes", lambda _p: 2 << 20)
+    store = open_store(str(tmp_path / "store"))
+    try:
+        embed_pool(pool, store, "pool", enc, opts)
+        raise AssertionError("a run that cannot fit must not start")
+    except DiskSpaceError as e:
+        need = 80 * (4 * 4 * 768 + 4096) + (1 << 20)
+        assert f"80 images need about {need / 1024**2:.1f} MB" in str(e) and "2.0 MB free" in str(e)
+    assert store.count_vectors("pool", enc.name) == 0
+    # During the run: the free space shrinks as batches land; the run stops with the margin kept.
+    calls = []
+
+    def shrinking(_path) -> int:
+        calls.append(1)
+        return 100 << 20 if len(calls) <= 4 else (1 << 20) + 1000
+
+    monkeypatch.setattr(embed_mod.diskspace, "free_bytes", shrinking)
+    try:
+        embed_pool(pool, store, "pool", enc, opts)
+        raise AssertionError("the run should have stopped on low disk space")
+    except DiskSpaceError as e:
+        msg = str(e)
+    assert "\n" not in msg and "nearly full" in msg and "free space and re-run to resume" in msg
+    assert "24 of 80 stored" in msg and "is needed for the 56 images left" in msg
+    store.close()
+    monkeypatch.undo()
+    store = open_store(str(tmp_path / "store"))  # still opens; the next run completes it
+    assert store.count_vectors("pool", enc.name) == 24
+    report = embed_pool(pool, store, "pool", enc, opts)
+    assert (report.embedded, report.skipped) == (56, 24)
+    ids, _ = store.load_vectors("pool", enc.name)
+    assert sorted(ids) == sorted(pool.table["id"].to_list()) and store.count("pool") == 80
+    store.close()
+
+
+def test_real_small_disk_filled_by_another_writer(tmp_path):
+    """The same on a real 64 MB tmpfs that something else fills during the run (root only)."""
+    import shutil
+
+    import pytest
+
+    from curate.diskspace import DiskSpaceError
+    from curate.embed import EmbedOptions, embed_pool
+    from curate.encoders import load_encoder
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"SKIPPED LOUDLY: cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); "
+                    "the injected low-space test above still runs")
+    try:
+        pool = _in_process_pool(tmp_path, 300)
+        enc = load_encoder("pixels", device="cpu")
+        opts = EmbedOptions(batch_size=8, workers=0, progress=False, min_free_bytes=8 << 20)
+        ballast = disk / "other-writer.bin"
+
+        def fill_disk(done: int, _total: int) -> None:
+            if done == 16:  # another program takes all but the margin (plus 100 KB)
+                with open(ballast, "wb") as f:
+                    f.write(b"\0" * (shutil.disk_usage(disk).free - (8 << 20) - 100_000))
+
+        store = open_store(str(disk / "store"))
+        try:
+            with pytest.raises(DiskSpaceError, match="nearly full.*free space and re-run to resume") as err:
+                embed_pool(pool, store, "pool", enc, opts, on_progress=fill_disk)
+        finally:
+            store.close()
+        stored = int(re.search(r"(\d+) of 300 stored", str(err.value)).group(1))
+        assert 16 <= stored < 300
+        ballast.unlink()
+        store = open_store(str(disk / "store"))
+        assert store.count_vectors("pool", enc.name) == stored
+        report = embed_pool(pool, store, "pool", enc, opts)
+        assert (report.embedded, report.skipped) == (300 - stored, stored)
+        assert store.count("pool") == 300 == store.count_vectors("pool", enc.name)
+        store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
