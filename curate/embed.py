@@ -370,7 +370,7 @@ def embed_pool(
     use_gpu_decode = opts.gpu_decode == "on" or (opts.gpu_decode == "auto" and encoder.device.type == "cuda")
     dataset = DecodeDataset(
         # image_transform, not the bound preprocess: workers get only the transform, never the model
-        todo["path"].to_list(),
+        [pool.raw_paths.get(p, p) for p in todo["path"].to_list()],  # names that are not UTF-8: real bytes
         encoder.image_transform,
         encoder.image_size,
         opts.decode_timeout,
