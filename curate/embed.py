@@ -60,6 +60,10 @@ class EmbedReport:
     failed: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of this run
+    # Images of this run whose bytes equal an image stored under another id (the same files
+    # ingested twice under other paths), and one example: (incoming path, relpath, sha256).
+    same_bytes_stored: int = 0
+    same_bytes_example: tuple[str, str, str] | None = None
 
     @property
     def rate(self) -> float:
@@ -363,6 +367,8 @@ def embed_pool(
     if todo.height == 0:
         report.seconds = time.perf_counter() - start
         return report
+    # Stored images outside this pool: a file with the same bytes is likely the same image twice.
+    stored_elsewhere = _stored_hashes(store, collection, exists) if store.count(collection) > len(exists) else None
     disk = _DiskWatch(store, encoder.dim, opts.min_free_bytes)
     disk.check_start(todo.height)
 
@@ -428,6 +434,10 @@ def embed_pool(
             for it in items:
                 row = rows[it["index"]]
                 error = it.get("error")
+                if stored_elsewhere is not None and _has_hash(stored_elsewhere, it["info"].get("sha256")):
+                    report.same_bytes_stored += 1
+                    report.same_bytes_example = report.same_bytes_example or (
+                        row["path"], row["relpath"], it["info"]["sha256"])
                 if error is not None:
                     failures.append((row["path"], error))
                 payload = _payload(row, it["info"], error)
@@ -475,6 +485,43 @@ def embed_pool(
     if disk.low:
         raise disk.error(todo.height - report.embedded - report.failed, report)
     return report
+
+
+def _stored_hashes(store: Store, collection: str, skip: set[str]) -> np.ndarray:
+    """Sorted 64-bit prefixes of the sha256 of every stored image not in `skip` (8 bytes each)."""
+    prefixes = [
+        int(p["sha256"][:16], 16)
+        for batch in store.scan_payload(collection, fields=["sha256"])
+        for pid, p in batch
+        if pid not in skip and p.get("sha256")
+    ]
+    return np.sort(np.asarray(prefixes, dtype=np.uint64))
+
+
+def _has_hash(sorted_prefixes: np.ndarray, sha: str | None) -> bool:
+    if not sha or not sorted_prefixes.size:
+        return False
+    key = np.uint64(int(sha[:16], 16))
+    i = int(np.searchsorted(sorted_prefixes, key))
+    return i < sorted_prefixes.size and sorted_prefixes[i] == key
+
+
+def same_bytes_advice(store: Store, collection: str, report: EmbedReport) -> str | None:
+    """One warning line when this run stored images that were already stored under other ids."""
+    if not report.same_bytes_stored or report.same_bytes_example is None:
+        return None
+    path, relpath, sha = report.same_bytes_example
+    twins = store.payloads(collection, [Condition("sha256", "==", sha)], ["path", "relpath"])
+    stored = next((p for p in twins.values() if p.get("relpath") != relpath), {})
+    rel = str(stored.get("relpath") or "")
+    root = path[: -len(rel) - 1] if rel and path.endswith("/" + rel) else None
+    how = (f"re-run with --root {root} so ids match the stored ones" if root else
+           "use --root FOLDER (ids are paths relative to it) so ids match the stored ones")
+    return (
+        f"warning: {report.same_bytes_stored} image(s) of this run are byte-identical (sha256) to images "
+        f"already stored under other ids, e.g. {path} = stored {rel or stored.get('path')!r}; they were added "
+        f"as new points. If this is the same pool listed another way (absolute paths, another folder), {how}"
+    )
 
 
 class _DiskWatch:

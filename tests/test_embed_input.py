@@ -96,3 +96,29 @@ def test_names_that_are_not_utf8_or_hold_markup_and_escapes(tmp_path, monkeypatc
     s = open_store(str(store))
     assert s.count("pool") == 4
     s.close()
+
+
+def test_same_files_under_other_ids_warn_once_with_count_and_root(tmp_path):
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    pool = tmp_path / "pool"
+    _pool(pool, 5)
+    args = ["--model", "pixels", "--store", str(tmp_path / "store"), "--workers", "0", "--device", "cpu", "--quiet"]
+    assert CliRunner().invoke(app, ["embed", str(pool), *args]).exit_code == 0
+    # the same five files again, through a manifest of absolute paths kept elsewhere (+ one new file)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(pool / "new.png")
+    (tmp_path / "lists").mkdir()
+    manifest = tmp_path / "lists" / "m.csv"
+    pl.DataFrame({"path": [str(pool / f"{i}.png") for i in range(5)] + [str(pool / "new.png")]}).write_csv(manifest)
+    res = CliRunner().invoke(app, ["embed", str(manifest), *args])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("warning:") == 1
+    assert "warning: 5 image(s) of this run are byte-identical (sha256) to images already stored" in res.output
+    assert f"re-run with --root {pool} so ids match" in res.output
+    # with --root, a manifest's files get the stored ids: nothing is added twice, no warning
+    pl.read_csv(manifest).head(5).write_csv(tmp_path / "lists" / "five.csv")
+    res = CliRunner().invoke(app, ["embed", str(tmp_path / "lists" / "five.csv"), "--root", str(pool), *args])
+    assert "0 embedded, 5 skipped" in res.output and "warning" not in res.output

@@ -65,7 +65,7 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         pool = discover(source, root)
     except SourceError as e:
         fail(str(e))
-    from curate.embed import EmbedInterrupted, EmbedOptions, embed_pool, failures_table
+    from curate.embed import EmbedInterrupted, EmbedOptions, embed_pool, failures_table, same_bytes_advice
     from curate.encoders import EncoderError, load_encoder
 
     try:
@@ -106,6 +106,7 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
                 if progress_dir:
                     progress.clear(progress_dir)
             errors = failures_table(store, s.collection)
+            twins = same_bytes_advice(store, s.collection, report)
     except StoreError as e:
         fail(str(e))
     except KeyboardInterrupt:  # before anything was embedded (loading, planning)
@@ -115,6 +116,8 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         out = write_atomic(Path(s.out) / s.collection / "errors.parquet", errors.write_parquet)
         err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {shown(str(out))}",
                           highlight=False)
+    if twins:
+        err_console.print(f"[yellow]{shown(twins)}[/]", highlight=False)
     console.print(shown(report.summary()), highlight=False)
     return report
 
