@@ -18,9 +18,10 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from curate import diskspace
 from curate.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, read_bytes, sha256_hex, time_limit
 from curate.encoders import Encoder
 from curate.sources import Pool
@@ -44,6 +46,7 @@ class EmbedOptions:
     decode_timeout: float = 20.0  # seconds per image
     max_pixels: int = DEFAULT_MAX_PIXELS
     gpu_decode: str = "auto"  # auto | on | off: torchvision/nvJPEG decode of JPEGs on the encoder's device
+    min_free_bytes: int = diskspace.DEFAULT_MARGIN  # the run stops before the store's disk has less free
     progress: bool = True
 
 
@@ -57,6 +60,10 @@ class EmbedReport:
     failed: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of this run
+    # Images of this run whose bytes equal an image stored under another id (the same files
+    # ingested twice under other paths), and one example: (incoming path, relpath, sha256).
+    same_bytes_stored: int = 0
+    same_bytes_example: tuple[str, str, str] | None = None
 
     @property
     def rate(self) -> float:
@@ -68,6 +75,14 @@ class EmbedReport:
             f"of {self.total} images into {self.collection!r} with {self.encoder} "
             f"in {self.seconds:.1f} s ({self.rate:.0f} images/s)"
         )
+
+
+class EmbedInterrupted(KeyboardInterrupt):
+    """Ctrl-C during embed_pool, raised after every batch already computed was written."""
+
+    def __init__(self, report: EmbedReport) -> None:
+        super().__init__()
+        self.report = report
 
 
 class DecodeDataset(Dataset):
@@ -164,6 +179,9 @@ def _collate(items: list[dict[str, Any]]) -> Batch:
 
 def _worker_init(main_pid: int, _worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the model's threads live in the main process
+    # Ctrl-C reaches the whole process group: the main process stops the run between batches
+    # and shuts the workers down; a worker dying on its own mid-transfer would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker's parent is the forkserver, not curate, and the forkserver lives as long as any
     # worker holds its "alive" pipe: after a kill -9 of curate both would wait on each other
     # forever. So workers watch curate's main process itself and exit the moment it is gone;
@@ -203,6 +221,28 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _until_ctrl_c(batches: Iterator[Batch], pressed: list[bool]) -> Iterator[Batch]:
+    """Yield batches until Ctrl-C, which ends the loop between batches (no half-received batch,
+    no worker interrupted mid-transfer); a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
+        yield from batches
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first_ctrl_c(_signum, _frame) -> None:  # noqa: ANN001 - signal handler signature
+        pressed.append(True)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, first_ctrl_c)
+    try:
+        for batch in batches:
+            yield batch
+            if pressed:
+                return
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _transform_modules(transform: Any) -> list[str]:
@@ -327,12 +367,16 @@ def embed_pool(
     if todo.height == 0:
         report.seconds = time.perf_counter() - start
         return report
+    # Stored images outside this pool: a file with the same bytes is likely the same image twice.
+    stored_elsewhere = _stored_hashes(store, collection, exists) if store.count(collection) > len(exists) else None
+    disk = _DiskWatch(store, encoder.dim, opts.min_free_bytes)
+    disk.check_start(todo.height)
 
     # "on" forces the torchvision decode path on any device (that is how CPU-only CI tests it).
     use_gpu_decode = opts.gpu_decode == "on" or (opts.gpu_decode == "auto" and encoder.device.type == "cuda")
     dataset = DecodeDataset(
         # image_transform, not the bound preprocess: workers get only the transform, never the model
-        todo["path"].to_list(),
+        [pool.raw_paths.get(p, p) for p in todo["path"].to_list()],  # names that are not UTF-8: real bytes
         encoder.image_transform,
         encoder.image_size,
         opts.decode_timeout,
@@ -355,8 +399,12 @@ def embed_pool(
     rows = todo.to_dicts()
     writer = _Writer()
     done = 0
+    batches = iter(loader)
+    interrupted = False
+    ctrl_c: list[bool] = []
+    stream = _until_ctrl_c(batches, ctrl_c)
     try:
-        for batch in loader:
+        for batch in stream:
             items = batch.items
             vectors: list[torch.Tensor] = []
             good: list[int] = []
@@ -386,6 +434,10 @@ def embed_pool(
             for it in items:
                 row = rows[it["index"]]
                 error = it.get("error")
+                if stored_elsewhere is not None and _has_hash(stored_elsewhere, it["info"].get("sha256")):
+                    report.same_bytes_stored += 1
+                    report.same_bytes_example = report.same_bytes_example or (
+                        row["path"], row["relpath"], it["info"]["sha256"])
                 if error is not None:
                     failures.append((row["path"], error))
                 payload = _payload(row, it["info"], error)
@@ -404,6 +456,8 @@ def embed_pool(
                 if good_ids:  # vectors last: "has a vector" is what resume trusts
                     store.upsert_vectors(collection, encoder.name, good_ids, m)
 
+            if not disk.room_for(len(items) * (writer.depth + 1)):
+                break  # this batch is not written; the next run redoes it
             writer.submit(write)
             report.embedded += len(good_ids)
             report.failed += len(failures)
@@ -411,11 +465,103 @@ def embed_pool(
             done += len(items)
             if on_progress:
                 on_progress(done, todo.height)
+        interrupted = bool(ctrl_c)
+    except KeyboardInterrupt:  # a second Ctrl-C, or not on the main thread
+        interrupted = True
+    except Exception as e:
+        if diskspace.is_disk_full(e):
+            raise disk.error(todo.height - report.embedded - report.failed, report) from e
+        raise
     finally:
-        writer.drain()
+        stream.close()  # gives Ctrl-C back to its previous handler
+        _shutdown = getattr(batches, "_shutdown_workers", None)
+        if _shutdown is not None:  # now, not whenever the iterator is garbage-collected
+            _shutdown()
+        writer.drain()  # what was computed is kept: the next run resumes after it
         store.flush()
         report.seconds = time.perf_counter() - start
+    if interrupted:
+        raise EmbedInterrupted(report)
+    if disk.low:
+        raise disk.error(todo.height - report.embedded - report.failed, report)
     return report
+
+
+def _stored_hashes(store: Store, collection: str, skip: set[str]) -> np.ndarray:
+    """Sorted 64-bit prefixes of the sha256 of every stored image not in `skip` (8 bytes each)."""
+    prefixes = [
+        int(p["sha256"][:16], 16)
+        for batch in store.scan_payload(collection, fields=["sha256"])
+        for pid, p in batch
+        if pid not in skip and p.get("sha256")
+    ]
+    return np.sort(np.asarray(prefixes, dtype=np.uint64))
+
+
+def _has_hash(sorted_prefixes: np.ndarray, sha: str | None) -> bool:
+    if not sha or not sorted_prefixes.size:
+        return False
+    key = np.uint64(int(sha[:16], 16))
+    i = int(np.searchsorted(sorted_prefixes, key))
+    return i < sorted_prefixes.size and sorted_prefixes[i] == key
+
+
+def same_bytes_advice(store: Store, collection: str, report: EmbedReport) -> str | None:
+    """One warning line when this run stored images that were already stored under other ids."""
+    if not report.same_bytes_stored or report.same_bytes_example is None:
+        return None
+    path, relpath, sha = report.same_bytes_example
+    twins = store.payloads(collection, [Condition("sha256", "==", sha)], ["path", "relpath"])
+    stored = next((p for p in twins.values() if p.get("relpath") != relpath), {})
+    rel = str(stored.get("relpath") or "")
+    root = path[: -len(rel) - 1] if rel and path.endswith("/" + rel) else None
+    how = (f"re-run with --root {root} so ids match the stored ones" if root else
+           "use --root FOLDER (ids are paths relative to it) so ids match the stored ones")
+    return (
+        f"warning: {report.same_bytes_stored} image(s) of this run are byte-identical (sha256) to images "
+        f"already stored under other ids, e.g. {path} = stored {rel or stored.get('path')!r}; they were added "
+        f"as new points. If this is the same pool listed another way (absolute paths, another folder), {how}"
+    )
+
+
+class _DiskWatch:
+    """Free space on the embedded store's disk, checked before the run and before each write."""
+
+    def __init__(self, store: Store, dim: int, margin: int) -> None:
+        root = getattr(store, "root", None)  # the embedded store's folder; a server manages its own disk
+        self.folder = root if isinstance(root, Path) else None
+        self.per_image = diskspace.bytes_per_image(dim)
+        self.margin = margin
+        self.low = False
+        self.free = 0
+
+    def check_start(self, images: int) -> None:
+        if self.folder is None:
+            return
+        self.free = diskspace.free_bytes(self.folder)
+        need = images * self.per_image + self.margin
+        if self.free < need:
+            raise diskspace.DiskSpaceError(
+                f"not enough disk space for the store {self.folder}: {images} images need about "
+                f"{diskspace.human(need)} (with a {diskspace.human(self.margin)} margin), "
+                f"{diskspace.human(self.free)} free; free space or use --store on another disk"
+            )
+
+    def room_for(self, images: int) -> bool:
+        """False (and remembered) when writing `images` more would eat into the margin."""
+        if self.folder is None:
+            return True
+        self.free = diskspace.free_bytes(self.folder)
+        self.low = self.free < self.margin + images * self.per_image
+        return not self.low
+
+    def error(self, left: int, report: EmbedReport) -> diskspace.DiskSpaceError:
+        need = left * self.per_image + self.margin
+        return diskspace.DiskSpaceError(
+            f"stopped: the disk of the store {self.folder} is nearly full ({diskspace.human(self.free)} free); "
+            f"about {diskspace.human(need)} is needed for the {left} images left; "
+            f"{report.skipped + report.embedded} of {report.total} stored; free space and re-run to resume"
+        )
 
 
 def failures_table(store: Store, collection: str) -> pl.DataFrame:

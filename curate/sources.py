@@ -40,6 +40,9 @@ class Pool:
     root: Path
     table: pl.DataFrame
     renamed: dict[str, str] = field(default_factory=dict)  # manifest column -> stored name
+    # `path` of a file whose name is not UTF-8 (shown with \xNN escapes) -> its real name
+    # (surrogate-escaped str, which open() turns back into the exact bytes)
+    raw_paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -106,6 +109,30 @@ def _folder(relpath: str) -> str:
     return posixpath.dirname(relpath) or "."
 
 
+def _shown(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _text_names(files: list[str], root: Path) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """(paths, relpaths, ids, raw_paths). A file name that is not UTF-8 cannot be stored as text
+    (payload, Parquet): it gets a shown form with \\xNN escapes, and an id from its exact bytes."""
+    paths, rels, ids, raw = [], [], [], {}
+    for f, r in zip(files, _relative(files, root), strict=True):
+        try:
+            f.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = _shown(f)
+            raw[shown] = f
+            paths.append(shown)
+            rels.append(_shown(r))
+            ids.append(point_id(f"{_shown(r)}\0{os.fsencode(r).hex()}"))  # \0: no real name has one
+            continue
+        paths.append(f)
+        rels.append(r)
+        ids.append(point_id(r))
+    return paths, rels, ids, raw
+
+
 def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Pool:
     """Resolve a folder, glob or manifest into a Pool, sorted by relpath (deterministic order).
 
@@ -138,8 +165,8 @@ def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -
     pool_root = Path(root).resolve() if root else default_root
     # Keep symlinks as links (no resolve): a broken link must still show up as its own path.
     files = [os.path.join(os.path.abspath(os.path.dirname(f)), os.path.basename(f)) for f in files]
-    rel = _relative(files, pool_root)
-    table = pl.DataFrame({"id": [point_id(r) for r in rel], "path": files, "relpath": rel})
+    files, rel, ids, raw = _text_names(files, pool_root)
+    table = pl.DataFrame({"id": ids, "path": files, "relpath": rel})
     table = table.with_columns(pl.Series("folder", [_folder(r) for r in rel], dtype=pl.Utf8))
     renamed: dict[str, str] = {}
     if meta is not None:
@@ -153,4 +180,4 @@ def discover(source: str | os.PathLike, root: str | os.PathLike | None = None) -
         )
     if table.height == 0:
         raise SourceError(f"{src}: no images found (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return Pool(root=pool_root, table=table.sort("relpath"), renamed=renamed)
+    return Pool(root=pool_root, table=table.sort("relpath"), renamed=renamed, raw_paths=raw)

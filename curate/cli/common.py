@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import typer
@@ -58,7 +59,21 @@ def store_from(s: config.Settings, create: bool = False, write: bool = False) ->
         store.close()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """Text from outside (file names, paths) made safe to print with rich: control characters
+    (ANSI escapes, newlines) become visible \\xNN escapes, bytes that are not UTF-8 become
+    \\xNN too, and rich markup is escaped."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
 def fail(message: str, code: int = 2) -> None:
     """One clear line on stderr, then exit. Commands turn expected errors into this."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # paths may hold [..]
+    err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False)  # paths may hold [..]
     raise typer.Exit(code)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from curate import progress
 from curate.cli import app
 from curate.cli.common import (
     CollectionOpt,
@@ -25,10 +26,11 @@ from curate.cli.common import (
     err_console,
     fail,
     settings,
+    shown,
     store_from,
 )
 from curate.files import write_atomic
-from curate.store import Condition, StoreError
+from curate.store import Condition, StoreError, StoreLockedError
 
 
 class RateColumn(ProgressColumn):
@@ -68,7 +70,7 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
         from curate.payload_fields import rename_message
 
         err_console.print(f"warning: {rename_message(pool.renamed, source)}", highlight=False, markup=False)
-    from curate.embed import EmbedOptions, embed_pool, failures_table
+    from curate.embed import EmbedInterrupted, EmbedOptions, embed_pool, failures_table, same_bytes_advice
     from curate.encoders import EncoderError, load_encoder
 
     try:
@@ -80,25 +82,48 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
     # In a terminal: a live bar. In logs (CI, batch jobs): a plain line at most once a second.
     plain = not quiet and not err_console.is_terminal
     last_line = [0.0]
+    # On the embedded store, a progress file lets `curate info` report while this run holds the lock.
+    progress_dir = None if s.qdrant_url else s.store
+    facts = {"collection": s.collection, "encoder": encoder.name, "started": time.time()}
+    last_file = [0.0]
     try:
         with store_from(s, create=True, write=True) as store, progress_bar(quiet or plain) as bar:
-            task = bar.add_task(f"embed {encoder.name}", total=None)
+            task = bar.add_task(f"embed {shown(encoder.name)}", total=None)
 
             def on_progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
                 now = time.monotonic()
                 if plain and (now - last_line[0] >= 1.0 or done == total):
                     last_line[0] = now
-                    err_console.print(f"embed {encoder.name}: {done}/{total} images", highlight=False)
+                    err_console.print(f"embed {shown(encoder.name)}: {done}/{total} images", highlight=False)
+                if progress_dir and now - last_file[0] >= 1.0:
+                    last_file[0] = now
+                    progress.write(progress_dir, done=done, total=total, stored=len(pool) - total + done, **facts)
 
-            report = embed_pool(pool, store, s.collection, encoder, opts, on_progress=on_progress)
+            try:
+                report = embed_pool(pool, store, s.collection, encoder, opts, on_progress=on_progress)
+            except EmbedInterrupted as stop:
+                report = stop.report
+                err_console.print(f"interrupted: {report.skipped + report.embedded} of {report.total} stored; "
+                                  "re-run to resume", highlight=False)
+                raise typer.Exit(130) from None
+            finally:
+                if progress_dir:
+                    progress.clear(progress_dir)
             errors = failures_table(store, s.collection)
+            twins = same_bytes_advice(store, s.collection, report)
     except StoreError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # before anything was embedded (loading, planning)
+        err_console.print("interrupted; re-run to resume", highlight=False)
+        raise typer.Exit(130) from None
     if errors.height:
         out = write_atomic(Path(s.out) / s.collection / "errors.parquet", errors.write_parquet)
-        err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {out}")
-    console.print(report.summary(), highlight=False)
+        err_console.print(f"{errors.height} image(s) could not be embedded: see `curate errors` or {shown(str(out))}",
+                          highlight=False)
+    if twins:
+        err_console.print(f"[yellow]{shown(twins)}[/]", highlight=False)
+    console.print(shown(report.summary()), highlight=False)
     if report.skipped and pool.metadata_columns:  # embed never rewrites stored images' payload
         err_console.print(f"note: metadata of the {report.skipped} image(s) already stored is not updated by embed; "
                           f"to merge it: curate meta {source} -c {s.collection}", highlight=False, markup=False)
@@ -162,22 +187,32 @@ def info(
                 fail(f"collection {collection!r} not found in {st.location}; known: "
                      f"{', '.join(st.list_collections()) or 'none'}")
             data = {"store": st.location, "collections": {n: collection_info(st, n) for n in names}}
+    except StoreLockedError as e:
+        running = None if s.qdrant_url else progress.running(s.store)
+        if running is None:
+            fail(str(e))
+        if as_json:  # what is running instead of the counts, for scripts that poll
+            typer.echo(json.dumps({"store": s.store, "running": running}, indent=2, sort_keys=True))
+        else:
+            console.print(shown(progress.describe(running)) + "; run `curate info` again when it ends",
+                          highlight=False)
+        return
     except StoreError as e:
         fail(str(e))
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     if not names:
-        console.print(f"No collections in {data['store']} yet. Start with: curate embed FOLDER")
+        console.print(f"No collections in {shown(data['store'])} yet. Start with: curate embed FOLDER")
         return
-    table = Table(title=f"curate store: {data['store']}")
+    table = Table(title=f"curate store: {shown(data['store'])}")
     for col in ("collection", "points", "failed", "encoder", "vectors", "dim"):
         table.add_column(col, justify="right" if col in ("points", "failed", "vectors", "dim") else "left")
     for name, c in data["collections"].items():
         encs = c["encoders"] or {"-": {"count": 0, "dim": "-"}}
         for k, (enc, e) in enumerate(encs.items()):
-            table.add_row(name if k == 0 else "", str(c["points"]) if k == 0 else "",
-                          str(c["failed"]) if k == 0 else "", enc, str(e["count"]), str(e["dim"]))
+            table.add_row(shown(name) if k == 0 else "", str(c["points"]) if k == 0 else "",
+                          str(c["failed"]) if k == 0 else "", shown(enc), str(e["count"]), str(e["dim"]))
     console.print(table)
 
 
@@ -206,13 +241,13 @@ def errors(
     if out:
         write_atomic(out, table.write_csv if out.endswith(".csv") else table.write_parquet)
     if table.height == 0:
-        console.print(f"No failed images in {s.collection!r}.")
+        console.print(f"No failed images in {shown(repr(s.collection))}.")
         return
-    t = Table(title=f"{table.height} failed image(s) in {s.collection!r}")
+    t = Table(title=f"{table.height} failed image(s) in {shown(repr(s.collection))}")
     t.add_column("path", overflow="fold")
     t.add_column("reason", overflow="fold")
     for row in table.head(limit).iter_rows(named=True):
-        t.add_row(row["path"], row["error"])
+        t.add_row(shown(row["path"] or ""), shown(row["error"] or ""))
     console.print(t)
     if table.height > limit:
         console.print(f"... {table.height - limit} more; use --out FILE for all.")
@@ -235,12 +270,12 @@ def demo(
 
     base = Path(folder)
     manifest = write_sample_pool(base, limit)
-    console.print(f"Sample pool: {manifest} ({limit or 5000} MNIST digits, metadata: label, source)")
+    console.print(f"Sample pool: {shown(str(manifest))} ({limit or 5000} MNIST digits, metadata: label, source)")
     if weights_available(model):
         chosen = model
     else:
         chosen = "pixels"
-        console.print(f"notice: {model} weights are not available offline; using the 'pixels' baseline encoder")
+        console.print(f"notice: {shown(model)} weights are not available offline; using the 'pixels' baseline encoder")
     s = settings(store=store or str(base / ".curate"), collection="demo", out=str(base / "out"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_embed(str(manifest), s, chosen, None, None, 256, None, 20.0, "auto", quiet)
@@ -263,7 +298,8 @@ def demo(
         typer.echo(f"\n# {title}\ncurate {shlex.join(args)}")
         command.main(args, prog_name="curate", standalone_mode=False)
     typer.echo("")
-    console.print(f"Done. Outputs in {out}/; explore with: curate info --store {s.store}", highlight=False)
+    console.print(f"Done. Outputs in {shown(str(out))}/; explore with: curate info --store {shown(s.store)}",
+                  highlight=False)
     console.print(f"Report: {(out / 'report.html').resolve()}", highlight=False, markup=False)
 
 
