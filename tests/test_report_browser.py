@@ -37,12 +37,17 @@ def png_bytes(k: int) -> bytes:
     return buf.getvalue()
 
 
+def vectors() -> np.ndarray:
+    x = np.random.default_rng(3).standard_normal((N, D)).astype(np.float32)
+    x[7] = x[6]
+    return x
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     images = base / "images"
     images.mkdir()
-    rng = np.random.default_rng(3)
     ids = sorted(str(uuid.UUID(int=k + 1)) for k in range(N + 1))
     names = [f"img_{k:03d}.png" for k in range(N)]
     names[5] = EVIL
@@ -57,8 +62,7 @@ def report(tmp_path_factory):
     xy[5] = (20.0, 20.0)  # the evil file sits alone in a corner: the hover test points at it
     payloads.append({"path": str(images / "broken.png"), "relpath": "images/broken.png", "failed": True,
                      "error": "decode: <truncated> file"})
-    x = rng.standard_normal((N, D)).astype(np.float32)
-    x[7] = x[6]
+    x = vectors()
     fx, fy = map_fields("enc")
     for p, (a, b) in zip(payloads, xy, strict=False):
         p[fx], p[fy] = a, b
@@ -120,6 +124,9 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert f"images/{EVIL}" in page.hover_text  # shown as text
     assert "label: class 2" in page.hover_text
     assert shot.read_bytes()[:4] == b"\x89PNG"
+    # clicking it lists it and its 8 nearest neighbours in the embedding, most similar first
+    _, nbrs = density_and_neighbours(vectors(), k=10, n_neighbours=8)
+    assert page.picked == [f"images/{names[r]}" for r in [5, *nbrs[5].tolist()]]
 
 
 def test_density_and_neighbours_match_brute_force():

@@ -32,6 +32,7 @@ class PageCheck:
     gallery_thumbs: dict[str, int] = field(default_factory=dict)  # section id -> loaded <img> count
     hover_text: str = ""
     broken_images: int = 0
+    picked: list[str] = field(default_factory=list)  # paths shown after clicking the hovered point
 
 
 def check_report(
@@ -89,6 +90,10 @@ def check_report(
                 if not full_page and hover_row is None:
                     page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=str(screenshot), full_page=full_page)
+            if hover_row is not None:  # a click: the point and its neighbours appear below the map
+                page.evaluate(f"window.curateReport.scatterplot.select([{int(hover_row)}])")
+                _poll(page, "!document.getElementById('picked').hidden", 10_000)
+                res.picked = page.evaluate("Array.from(document.querySelectorAll('#picked-tiles .tile'), t => t.title)")
         finally:
             browser.close()
     return res
