@@ -7,8 +7,8 @@ from typing import Any
 from typer.core import TyperArgument, TyperGroup
 
 # Commands in the order a user meets them; any command not named here follows, in registration order.
-ORDER = ("embed", "info", "errors", "meta", "select", "labeled", "dedup", "slice", "leaks", "index",
-         "drop", "demo")
+ORDER = ("embed", "import-vectors", "train-encoder", "info", "errors", "meta", "select", "labeled", "unselect",
+         "export", "evaluate", "dedup", "slice", "leaks", "map", "report", "index", "drop", "demo")
 _TYPE_NAMES = {"int": "INTEGER", "float": "FLOAT", "bool": "BOOL", "Path": "PATH"}
 
 
