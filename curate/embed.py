@@ -489,13 +489,12 @@ def embed_pool(
 
 def _stored_hashes(store: Store, collection: str, skip: set[str]) -> np.ndarray:
     """Sorted 64-bit prefixes of the sha256 of every stored image not in `skip` (8 bytes each)."""
-    prefixes = [
-        int(p["sha256"][:16], 16)
+    parts = [
+        np.fromiter((int(p["sha256"][:16], 16) for pid, p in batch if pid not in skip and p.get("sha256")),
+                    dtype=np.uint64)
         for batch in store.scan_payload(collection, fields=["sha256"])
-        for pid, p in batch
-        if pid not in skip and p.get("sha256")
     ]
-    return np.sort(np.asarray(prefixes, dtype=np.uint64))
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
 
 
 def _has_hash(sorted_prefixes: np.ndarray, sha: str | None) -> bool:
