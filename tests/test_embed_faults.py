@@ -195,3 +195,35 @@ def test_real_small_disk_filled_by_another_writer(tmp_path):
         store.close()
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_enospc_from_a_store_write_is_the_same_one_line_error(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from curate.diskspace import DiskSpaceError
+    from curate.embed import EmbedOptions, embed_pool
+    from curate.encoders import load_encoder
+
+    pool = _in_process_pool(tmp_path, 24)
+    enc = load_encoder("pixels", device="cpu")
+    store = open_store(str(tmp_path / "store"))
+    real = store.upsert_vectors
+    writes = []
+
+    def full_after_two(*args, **kwargs):
+        writes.append(1)
+        if len(writes) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "upsert_vectors", full_after_two)
+    opts = EmbedOptions(batch_size=8, workers=0, progress=False, min_free_bytes=0)
+    with pytest.raises(DiskSpaceError, match="nearly full.*free space and re-run to resume"):
+        embed_pool(pool, store, "pool", enc, opts)
+    monkeypatch.undo()
+    assert store.count_vectors("pool", enc.name) == 16
+    report = embed_pool(pool, store, "pool", enc, opts)
+    assert (report.embedded, report.skipped) == (8, 16)
+    store.close()
