@@ -470,32 +470,37 @@ def embed_pool(
         interrupted = True
     except Exception as e:
         if diskspace.is_disk_full(e):
-            raise disk.error(todo.height - report.embedded - report.failed, report) from e
+            raise disk.error_after_enospc(pool, collection, encoder.name) from e
         raise
     finally:
         stream.close()  # gives Ctrl-C back to its previous handler
         _shutdown = getattr(batches, "_shutdown_workers", None)
         if _shutdown is not None:  # now, not whenever the iterator is garbage-collected
             _shutdown()
-        writer.drain()  # what was computed is kept: the next run resumes after it
-        store.flush()
+        try:
+            writer.drain()  # what was computed is kept: the next run resumes after it
+            store.flush()
+        except Exception as e:
+            if diskspace.is_disk_full(e):
+                raise disk.error_after_enospc(pool, collection, encoder.name) from e
+            raise
         report.seconds = time.perf_counter() - start
     if interrupted:
         raise EmbedInterrupted(report)
     if disk.low:
-        raise disk.error(todo.height - report.embedded - report.failed, report)
+        stored = report.skipped + report.embedded
+        raise disk.error(report.total - stored, stored, report.total)
     return report
 
 
 def _stored_hashes(store: Store, collection: str, skip: set[str]) -> np.ndarray:
     """Sorted 64-bit prefixes of the sha256 of every stored image not in `skip` (8 bytes each)."""
-    prefixes = [
-        int(p["sha256"][:16], 16)
+    parts = [
+        np.fromiter((int(p["sha256"][:16], 16) for pid, p in batch if pid not in skip and p.get("sha256")),
+                    dtype=np.uint64)
         for batch in store.scan_payload(collection, fields=["sha256"])
-        for pid, p in batch
-        if pid not in skip and p.get("sha256")
     ]
-    return np.sort(np.asarray(prefixes, dtype=np.uint64))
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
 
 
 def _has_hash(sorted_prefixes: np.ndarray, sha: str | None) -> bool:
@@ -528,6 +533,7 @@ class _DiskWatch:
     """Free space on the embedded store's disk, checked before the run and before each write."""
 
     def __init__(self, store: Store, dim: int, margin: int) -> None:
+        self.store = store
         root = getattr(store, "root", None)  # the embedded store's folder; a server manages its own disk
         self.folder = root if isinstance(root, Path) else None
         self.per_image = diskspace.bytes_per_image(dim)
@@ -555,13 +561,21 @@ class _DiskWatch:
         self.low = self.free < self.margin + images * self.per_image
         return not self.low
 
-    def error(self, left: int, report: EmbedReport) -> diskspace.DiskSpaceError:
+    def error(self, left: int, stored: int, total: int) -> diskspace.DiskSpaceError:
         need = left * self.per_image + self.margin
         return diskspace.DiskSpaceError(
-            f"stopped: the disk of the store {self.folder} is nearly full ({diskspace.human(self.free)} free); "
+            f"stopped: the disk of the store {self.folder or ''} is nearly full ({diskspace.human(self.free)} free); "
             f"about {diskspace.human(need)} is needed for the {left} images left; "
-            f"{report.skipped + report.embedded} of {report.total} stored; free space and re-run to resume"
+            f"{stored} of {total} stored; free space and re-run to resume"
         )
+
+    def error_after_enospc(self, pool: Pool, collection: str, encoder: str) -> diskspace.DiskSpaceError:
+        """A write failed for lack of space: count what really landed (some writes were in flight)."""
+        if self.folder is not None:
+            self.free = diskspace.free_bytes(self.folder)
+        ids = pool.table["id"].to_list()
+        stored = len(self.store.existing_ids(collection, ids, encoder=encoder))
+        return self.error(len(ids) - stored, stored, len(ids))
 
 
 def failures_table(store: Store, collection: str) -> pl.DataFrame:

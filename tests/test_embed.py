@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import torch
 from PIL import Image
+from procs import descendants, wait_gone
 
 from curate.decode import decode_image
 from curate.embed import DecodeDataset, EmbedOptions, embed_pool, failures_table
@@ -193,13 +194,19 @@ def test_resume_after_kill_9(tmp_path):
     # Vectors reach the raw-array cache only after the shard write: kill once some have landed.
     rows = store_dir / "pool" / "vector_cache" / "pixels16" / "rows.f32"
     deadline = time.time() + 120
+    seen: dict[int, int] = {}  # every process curate started: none may outlive it (issue 7)
     while proc.poll() is None and time.time() < deadline:
+        seen |= descendants(proc.pid)
         if rows.exists() and rows.stat().st_size >= 64 * 768 * 4:
             break
         time.sleep(0.002)
     assert proc.poll() is None, "the run finished before it could be killed; grow the pool"
+    seen |= descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert len(seen) >= 3, seen  # forkserver, resource tracker, decode worker
+    left = wait_gone(seen, timeout=5)
+    assert not left, f"still running 5 s after kill -9 of curate embed: {left}"
     s = open_store(str(store_dir))
     partial = s.count_vectors("pool", "pixels16")
     s.close()

@@ -236,6 +236,9 @@ def errors(
             if not st.has_collection(s.collection):
                 fail(f"collection {s.collection!r} not found in {st.location}")
             table = failures_table(st, s.collection)
+    except StoreLockedError as e:
+        running = None if s.qdrant_url else progress.running(s.store)
+        fail(f"{progress.describe(running)}; run `curate errors` again when it ends" if running else str(e))
     except StoreError as e:
         fail(str(e))
     if out:
