@@ -326,10 +326,17 @@ def quality(args: argparse.Namespace) -> dict:
         runs["curate, MobileNetV2 (default)"] = curate_pairs(mn, data, "torchvision")
         runs["curate, MobileNetV2 --center"] = curate_pairs(mn, data, "torchvision", center=True)
         runs["curate, MobileNetV2 --linkage single"] = curate_pairs(mn, data, "torchvision", linkage="single")
+        # the old fixed cut, to show what chaining does to it (and what star grouping keeps of it)
+        runs["curate, MobileNetV2 -t 0.95 --linkage single"] = curate_pairs(mn, data, "torchvision", threshold=0.95,
+                                                                           linkage="single")
+        runs["curate, MobileNetV2 -t 0.95 (star)"] = curate_pairs(mn, data, "torchvision", threshold=0.95)
         runs["cleanlab Datalab near_duplicate, MobileNetV2"] = cleanlab_pairs(mn)
     runs["curate, pixels (default)"] = curate_pairs(data["pixels"], data, "pixels")
     runs["curate, pixels --center"] = curate_pairs(data["pixels"], data, "pixels", center=True)
     runs["curate, pixels --linkage single"] = curate_pairs(data["pixels"], data, "pixels", linkage="single")
+    runs["curate, pixels -t 0.99 --linkage single"] = curate_pairs(data["pixels"], data, "pixels", threshold=0.99,
+                                                                  linkage="single")
+    runs["curate, pixels -t 0.99 (star)"] = curate_pairs(data["pixels"], data, "pixels", threshold=0.99)
     runs["cleanlab Datalab near_duplicate, pixels"] = cleanlab_pairs(data["pixels"])
     runs["imagededup PHash (default)"] = imagededup_pairs(data["files"])
     out: dict = {"machine": machine(), "date": dt.date.today().isoformat(), "n_files": len(data["files"]),
