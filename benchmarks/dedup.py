@@ -214,12 +214,12 @@ def pool_features(args: argparse.Namespace) -> dict:
                     "pixels": z["pixels"], "MobileNetV2": z["mobilenet"], "embed_s": {}}
     images = decode_all(files)
     feats, secs = {}, {}
-    for enc in (Pixels(), MobileNetV2()):
+    for enc in [Pixels()] + ([MobileNetV2()] if not args.pixels_only else []):
         t = time.perf_counter()
         feats[enc.name] = enc(images)
         secs[enc.name] = round(time.perf_counter() - t, 1)
         print(f"[quality] {enc.name}: {len(images)} images in {secs[enc.name]} s", file=sys.stderr)
-    if cache is not None:
+    if cache is not None and not args.pixels_only:
         np.savez(cache, key=key, pixels=feats["pixels"], mobilenet=feats["MobileNetV2"])
     return {"files": files, "origin": origin, "kind": kind, "source": source, **feats, "embed_s": secs}
 
@@ -320,17 +320,25 @@ def quality(args: argparse.Namespace) -> dict:
     data = pool_features(args)
     data["area"] = np.array([float(w * h) for w, h in (_size(f) for f in data["files"])])
     origin, kind = data["origin"], data["kind"]
-    runs: dict[str, tuple] = {
-        "curate, MobileNetV2 (default)": curate_pairs(data["MobileNetV2"], data, "torchvision"),
-        "curate, MobileNetV2 --center": curate_pairs(data["MobileNetV2"], data, "torchvision", center=True),
-        "curate, MobileNetV2 --linkage single": curate_pairs(data["MobileNetV2"], data, "torchvision",
-                                                             linkage="single"),
-        "curate, pixels (default)": curate_pairs(data["pixels"], data, "pixels"),
-        "curate, pixels --center": curate_pairs(data["pixels"], data, "pixels", center=True),
-        "cleanlab Datalab near_duplicate, MobileNetV2": cleanlab_pairs(data["MobileNetV2"]),
-        "cleanlab Datalab near_duplicate, pixels": cleanlab_pairs(data["pixels"]),
-        "imagededup PHash (default)": imagededup_pairs(data["files"]),
-    }
+    runs: dict[str, tuple] = {}
+    if "MobileNetV2" in data:
+        mn = data["MobileNetV2"]
+        runs["curate, MobileNetV2 (default)"] = curate_pairs(mn, data, "torchvision")
+        runs["curate, MobileNetV2 --center"] = curate_pairs(mn, data, "torchvision", center=True)
+        runs["curate, MobileNetV2 --linkage single"] = curate_pairs(mn, data, "torchvision", linkage="single")
+        # the old fixed cut, to show what chaining does to it (and what star grouping keeps of it)
+        runs["curate, MobileNetV2 -t 0.95 --linkage single"] = curate_pairs(mn, data, "torchvision", threshold=0.95,
+                                                                           linkage="single")
+        runs["curate, MobileNetV2 -t 0.95 (star)"] = curate_pairs(mn, data, "torchvision", threshold=0.95)
+        runs["cleanlab Datalab near_duplicate, MobileNetV2"] = cleanlab_pairs(mn)
+    runs["curate, pixels (default)"] = curate_pairs(data["pixels"], data, "pixels")
+    runs["curate, pixels --center"] = curate_pairs(data["pixels"], data, "pixels", center=True)
+    runs["curate, pixels --linkage single"] = curate_pairs(data["pixels"], data, "pixels", linkage="single")
+    runs["curate, pixels -t 0.99 --linkage single"] = curate_pairs(data["pixels"], data, "pixels", threshold=0.99,
+                                                                  linkage="single")
+    runs["curate, pixels -t 0.99 (star)"] = curate_pairs(data["pixels"], data, "pixels", threshold=0.99)
+    runs["cleanlab Datalab near_duplicate, pixels"] = cleanlab_pairs(data["pixels"])
+    runs["imagededup PHash (default)"] = imagededup_pairs(data["files"])
     out: dict = {"machine": machine(), "date": dt.date.today().isoformat(), "n_files": len(data["files"]),
                  "photos": args.photos, "digits": args.digits, "copies": int(sum(k != "original" for k in kind)),
                  "embed_seconds": data["embed_s"], "methods": {}}
@@ -340,6 +348,8 @@ def quality(args: argparse.Namespace) -> dict:
     if args.sweep:  # the same rule with other RELATIVE factors (and the floors as they are)
         out["sweep"] = {}
         for enc, fam in (("MobileNetV2", "torchvision"), ("pixels", "pixels")):
+            if enc not in data:
+                continue
             for center in (False, True):
                 for rel in SWEEP:
                     pairs, largest, info = curate_pairs(data[enc], data, fam, center=center, relative=rel)
@@ -574,6 +584,7 @@ def main() -> None:
     q.add_argument("--cache", default=None, help="An .npz to keep the features in between runs.")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--sweep", action="store_true", help="Also score curate's rule at other RELATIVE factors.")
+    q.add_argument("--pixels-only", action="store_true", help="Skip MobileNetV2 (its embedding is most of the time).")
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=100_000)
     s.add_argument("--d", type=int, default=512)
