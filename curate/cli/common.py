@@ -48,7 +48,11 @@ def store_from(s: config.Settings, create: bool = False, write: bool = False) ->
     Only `create=True` (embed) makes a missing embedded store: any other command run from the wrong
     folder says so instead of leaving an empty `.curate/` behind. `write=True` fails at once on a
     read-only store (read-only stores otherwise serve reads and refuse the first write)."""
-    store = open_store(s.store, s.qdrant_url, s.qdrant_api_key, create=create)
+    options = s.server_options
+    if not s.qdrant_url and not options.is_default:
+        err_console.print("note: shards, replicas, write_consistency and on_disk apply to a Qdrant server "
+                          "(CURATE_QDRANT_URL); the embedded store ignores them", highlight=False)
+    store = open_store(s.store, s.qdrant_url, s.qdrant_api_key, create=create, options=options)
     if write and getattr(store, "read_only", False):
         store.close()
         raise StoreError(f"the store {store.location} is read-only, and this command writes to it; "

@@ -280,8 +280,10 @@ class EdgeStore(Store):
         where: list[Condition] | None = None,
         dtype: np.dtype | type = np.float32,
     ) -> tuple[list[str], np.ndarray]:
-        """Read through the validated raw-array cache (rebuilt from the shard when stale)."""
-        raw_ids, rows = self._cache(collection, encoder).load(
+        """Read through the validated raw-array cache (rebuilt from the shard when stale), out of core:
+        only the wanted rows are copied, once, straight into the sorted matrix of `dtype`."""
+        cache = self._cache(collection, encoder)
+        raw_ids, src = cache.load(
             self.count_vectors(collection, encoder),
             lambda ids: self.get_vectors(collection, encoder, ids),
             lambda: self.iter_vectors(collection, encoder),
@@ -290,9 +292,9 @@ class EdgeStore(Store):
             keep = self.ids_where(collection, where)
             keep_bytes = {bytes(b) for b in uuid_bytes(sorted(keep))} if keep else set()
             mask = np.fromiter((bytes(r) in keep_bytes for r in raw_ids), dtype=bool, count=len(raw_ids))
-            raw_ids, rows = raw_ids[mask], rows[mask]
+            raw_ids, src = raw_ids[mask], src[mask]
         order = id_order(raw_ids)
-        return uuid_strings(raw_ids[order]), np.ascontiguousarray(rows[order], dtype=dtype)
+        return uuid_strings(raw_ids[order]), cache.gather(src[order], dtype)
 
     def set_payload(self, collection: str, ids: list[str], payload: Payload) -> None:
         self._check_writable("set payload tags")

@@ -3,27 +3,50 @@
 Server collections:  <collection>               payload only (no dense vectors)
                      <collection>__v__<encoder>  one named vector, indexing off until build_index
                      <collection>__meta          one point holding the metadata JSON
+
+Cluster options (ServerOptions: shards, replicas, write consistency, on-disk storage) apply when a
+collection is created, and the payload collection gets indexes on the fields curate filters by.
+Every request goes through `_retry`: transient failures (connection, timeout, 5xx, 429) are retried
+with exponential backoff; anything else (a 4xx: bad request, auth) fails at once. Writes are upserts
+by deterministic point id with wait=True, so re-sending a batch whose acknowledgement was lost (say,
+a node restarted mid-request) overwrites the same points: nothing is counted twice or half.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from curate.store.base import Payload, Store, StoreError, chunks
 from curate.store.edge import check_name
 from curate.store.filters import Condition
+from curate.store.server_options import PAYLOAD_INDEXES, ServerOptions
 
 _META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "curate:meta"))
 _WRITE_BATCH = 1_000
 T = TypeVar("T")
+_GRPC_TRANSIENT = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL"}
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: the request may succeed unchanged later (node restart, overload, network)."""
+    if isinstance(e, UnexpectedResponse):
+        return e.status_code is not None and (e.status_code >= 500 or e.status_code == 429)
+    if isinstance(e, ResponseHandlingException | httpx.TransportError | ConnectionError | TimeoutError):
+        return True
+    code = getattr(e, "code", None)  # grpc.RpcError, without importing grpc
+    return callable(code) and getattr(code(), "name", None) in _GRPC_TRANSIENT
 
 
 def qdrant_filter(where: list[Condition] | None) -> qm.Filter | None:
@@ -52,8 +75,15 @@ def qdrant_filter(where: list[Condition] | None) -> qm.Filter | None:
 
 
 class RemoteStore(Store):
-    def __init__(self, url: str, api_key: str | None = None, timeout: int = 60) -> None:
+    attempts = 6  # 0.5 + 1 + 2 + 4 + 8 s of backoff: rides out a node restart
+    backoff_s = 0.5
+
+    def __init__(
+        self, url: str, api_key: str | None = None, timeout: int = 60, options: ServerOptions | None = None
+    ) -> None:
         self.location = url
+        self.options = options or ServerOptions()
+        self._sleep = time.sleep  # tests replace it
         if url == ":memory:":
             self.client = QdrantClient(":memory:")
         else:
@@ -66,16 +96,28 @@ class RemoteStore(Store):
                     "(see docker/) and is CURATE_QDRANT_API_KEY right?"
                 ) from e
 
-    def _retry(self, fn: Callable[[], T], attempts: int = 3) -> T:
-        """Retry transient network errors at the edge of the system, with backoff."""
-        for i in range(attempts):
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Retry transient errors with exponential backoff (jittered); fail at once on the rest."""
+        for i in range(self.attempts):
             try:
                 return fn()
-            except (ConnectionError, TimeoutError) as e:
-                if i == attempts - 1:
-                    raise StoreError(f"Qdrant at {self.location} failed {attempts} times: {e}") from e
-                time.sleep(0.5 * 2**i)
+            except Exception as e:
+                if not is_transient(e):
+                    if isinstance(e, UnexpectedResponse):
+                        raise StoreError(f"Qdrant at {self.location} refused the request: "
+                                         f"{e.status_code} {e.reason_phrase} {e.content[:200]!r}") from e
+                    raise
+                if i == self.attempts - 1:
+                    raise StoreError(f"Qdrant at {self.location} failed {self.attempts} times: {e}") from e
+                self._sleep(self.backoff_s * 2**i * random.uniform(0.75, 1.0))
         raise AssertionError("unreachable")
+
+    def _cluster_kwargs(self, shards: int | None) -> dict[str, Any]:
+        """create_collection arguments for the options that are set (unset: the server's default)."""
+        o = self.options
+        given = {"shard_number": shards, "replication_factor": o.replicas,
+                 "write_consistency_factor": o.write_consistency, "on_disk_payload": o.on_disk or None}
+        return {k: v for k, v in given.items() if v is not None}
 
     @staticmethod
     def _vec_name(collection: str, encoder: str) -> str:
@@ -90,8 +132,15 @@ class RemoteStore(Store):
 
     def ensure_collection(self, collection: str) -> None:
         if not self.has_collection(collection):
-            self.client.create_collection(collection, vectors_config={})
-            self.client.create_collection(f"{collection}__meta", vectors_config={})
+            self.client.create_collection(collection, vectors_config={}, **self._cluster_kwargs(self.options.shards))
+            with warnings.catch_warnings():  # local mode (":memory:") warns that it has no indexes
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                for field, schema in PAYLOAD_INDEXES.items():
+                    self._retry(lambda f=field, t=schema: self.client.create_payload_index(
+                        collection, f, field_schema=qm.PayloadSchemaType(t), wait=True))
+            # one point: one shard, but replicated like the data so it survives the same node losses
+            meta_shards = 1 if self.options.shards else None
+            self.client.create_collection(f"{collection}__meta", vectors_config={}, **self._cluster_kwargs(meta_shards))
             self.set_meta(collection, {"encoders": {}})
 
     def drop_collection(self, collection: str) -> None:
@@ -102,7 +151,7 @@ class RemoteStore(Store):
     def get_meta(self, collection: str) -> dict[str, Any]:
         if not self.client.collection_exists(f"{collection}__meta"):
             return {"encoders": {}}
-        recs = self.client.retrieve(f"{collection}__meta", ids=[_META_ID], with_payload=True)
+        recs = self._retry(lambda: self.client.retrieve(f"{collection}__meta", ids=[_META_ID], with_payload=True))
         return json.loads(recs[0].payload["json"]) if recs else {"encoders": {}}
 
     def set_meta(self, collection: str, meta: dict[str, Any]) -> None:
@@ -114,9 +163,11 @@ class RemoteStore(Store):
         if not self.client.collection_exists(name):
             self.client.create_collection(
                 name,
-                vectors_config={encoder: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+                vectors_config={encoder: qm.VectorParams(
+                    size=dim, distance=qm.Distance.COSINE, on_disk=self.options.on_disk or None)},
                 # Analyses scan vectors; HNSW is built only on request (build_index).
                 optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=0),
+                **self._cluster_kwargs(self.options.shards),
             )
 
     # ---- writes ----------------------------------------------------------------------------
@@ -173,10 +224,10 @@ class RemoteStore(Store):
     def count(self, collection: str, where: list[Condition] | None = None) -> int:
         if not self.has_collection(collection):
             raise StoreError(f"collection {collection!r} not found in {self.location}")
-        return self.client.count(collection, count_filter=qdrant_filter(where), exact=True).count
+        return self._retry(lambda: self.client.count(collection, count_filter=qdrant_filter(where), exact=True)).count
 
     def count_vectors(self, collection: str, encoder: str) -> int:
-        return self.client.count(self._vec_name(collection, encoder), exact=True).count
+        return self._retry(lambda: self.client.count(self._vec_name(collection, encoder), exact=True)).count
 
     def existing_ids(self, collection: str, ids: list[str], encoder: str | None = None) -> set[str]:
         name = collection if encoder is None else self._vec_name(collection, encoder)
@@ -184,7 +235,7 @@ class RemoteStore(Store):
             return set()
         found: set[str] = set()
         for part in chunks(list(ids), 5_000):
-            recs = self.client.retrieve(name, ids=part, with_payload=False, with_vectors=False)
+            recs = self._retry(lambda p=part: self.client.retrieve(name, ids=p, with_payload=False, with_vectors=False))
             found.update(str(r.id) for r in recs)
         return found
 
@@ -199,14 +250,9 @@ class RemoteStore(Store):
         flt = qdrant_filter(where)
         offset = None
         while True:
-            records, offset = self.client.scroll(
-                collection,
-                scroll_filter=flt,
-                limit=batch,
-                offset=offset,
-                with_payload=with_payload,
-                with_vectors=False,
-            )
+            records, offset = self._retry(lambda o=offset: self.client.scroll(
+                collection, scroll_filter=flt, limit=batch, offset=o, with_payload=with_payload, with_vectors=False
+            ))
             if records:
                 yield [(str(r.id), dict(r.payload or {})) for r in records]
             if offset is None:
@@ -218,9 +264,9 @@ class RemoteStore(Store):
         name = self._vec_name(collection, encoder)
         offset = None
         while True:
-            records, offset = self.client.scroll(
-                name, limit=batch, offset=offset, with_payload=False, with_vectors=[encoder]
-            )
+            records, offset = self._retry(lambda o=offset: self.client.scroll(
+                name, limit=batch, offset=o, with_payload=False, with_vectors=[encoder]
+            ))
             if records:
                 yield (
                     [str(r.id) for r in records],
@@ -235,7 +281,9 @@ class RemoteStore(Store):
         out = np.empty((len(ids), dim), dtype=np.float32)
         for lo in range(0, len(ids), 5_000):
             part = ids[lo : lo + 5_000]
-            recs = self.client.retrieve(name, ids=part, with_payload=False, with_vectors=[encoder])
+            recs = self._retry(
+                lambda p=part: self.client.retrieve(name, ids=p, with_payload=False, with_vectors=[encoder])
+            )
             got = {str(r.id): r.vector[encoder] for r in recs}
             for j, pid in enumerate(part):
                 if pid not in got:

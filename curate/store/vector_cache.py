@@ -8,6 +8,11 @@ Files (append-only):  ids.bin   16 bytes per row: the point's UUID
 The shard stays the source of truth. Vectors are written once per (point, encoder) and the shard
 is written before the cache, so the cache can only lag the shard; `load` checks the count and a
 sample of vectors against the shard and rebuilds from the shard on any mismatch.
+
+Reads are out of core: `load` keeps only the ids in memory (16 bytes per row) and maps the rows
+file; `gather` then copies the wanted rows, in the wanted order and dtype, into the one matrix the
+analysis gets, reading the file in blocks. Peak memory is that matrix plus one block, not two full
+copies (read everything, then reorder).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_CHECKS = 32
+GATHER_BLOCK_ROWS = 32_768  # 64 MiB of float32 at d=512
 
 
 def uuid_bytes(ids: list[str]) -> np.ndarray:
@@ -60,19 +66,21 @@ class VectorCache:
         with open(self._rows, "ab") as f:
             f.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
 
-    def _read(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids uint8 [n,16], rows float32 [n,dim]); a torn last write is ignored, and for an id
-        written twice the last row wins."""
+    def _read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids uint8 [n,16], rows [m,dim] float32 memory-mapped, src [n]: the row of each id).
+        A torn last write is ignored, and for an id written twice the last row wins."""
         if not self._ids.exists() or not self._rows.exists():
-            return np.empty((0, 16), np.uint8), np.empty((0, self.dim), np.float32)
+            return np.empty((0, 16), np.uint8), np.empty((0, self.dim), np.float32), np.empty(0, np.int64)
         n = min(self._ids.stat().st_size // 16, self._rows.stat().st_size // (4 * self.dim))
         ids = np.fromfile(self._ids, dtype=np.uint8, count=n * 16).reshape(n, 16)
-        rows = np.fromfile(self._rows, dtype=np.float32, count=n * self.dim).reshape(n, self.dim)
+        rows = (np.memmap(self._rows, dtype=np.float32, mode="r", shape=(n, self.dim)) if n
+                else np.empty((0, self.dim), np.float32))
+        src = np.arange(n)
         _, last = np.unique(ids[::-1], axis=0, return_index=True)
         if len(last) != n:
-            keep = np.sort(n - 1 - last)
-            ids, rows = ids[keep], rows[keep]
-        return ids, rows
+            src = np.sort(n - 1 - last)
+            ids = ids[src]
+        return ids, rows, src
 
     def load(
         self,
@@ -80,13 +88,14 @@ class VectorCache:
         shard_vectors: Callable[[list[str]], np.ndarray],
         shard_iter: Callable[[], Iterator[tuple[list[str], np.ndarray]]],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Validated (ids, rows), rebuilt from the shard when the cache is missing or stale."""
-        ids, rows = self._read()
-        if len(ids) == shard_count and self._sample_matches(ids, rows, shard_vectors):
-            return ids, rows
+        """Validated (ids, src): each id and its row in the rows file (read them with `gather`);
+        rebuilt from the shard when the cache is missing or stale."""
+        ids, rows, src = self._read()
+        if len(ids) == shard_count and self._sample_matches(ids, rows, src, shard_vectors):
+            return ids, src
         return self.rebuild(shard_iter)
 
-    def _sample_matches(self, ids: np.ndarray, rows: np.ndarray, shard_vectors) -> bool:
+    def _sample_matches(self, ids: np.ndarray, rows: np.ndarray, src: np.ndarray, shard_vectors) -> bool:
         if len(ids) == 0:
             return True
         pick = np.random.default_rng(len(ids)).choice(len(ids), size=min(SAMPLE_CHECKS, len(ids)), replace=False)
@@ -94,7 +103,29 @@ class VectorCache:
             want = shard_vectors(uuid_strings(ids[pick]))
         except KeyError:
             return False
-        return bool(np.allclose(want, rows[pick], atol=1e-6))
+        return bool(np.allclose(want, rows[src[pick]], atol=1e-6))
+
+    def gather(self, src: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """Rows `src` of the rows file, in that order, as one new [len(src), dim] matrix of `dtype`.
+
+        The file is read in ascending blocks (sequential I/O, one block in memory at a time) and each
+        block's rows are scattered to their places in the output."""
+        out = np.empty((len(src), self.dim), dtype=dtype)
+        if len(src) == 0:
+            return out
+        by_row = np.argsort(src, kind="stable")  # output positions in file order
+        rows_sorted = src[by_row]
+        with open(self._rows, "rb") as f:
+            lo = 0
+            while lo < len(rows_sorted):
+                first = int(rows_sorted[lo])
+                hi = int(np.searchsorted(rows_sorted, first + GATHER_BLOCK_ROWS, side="left"))
+                count = int(rows_sorted[hi - 1]) - first + 1
+                f.seek(first * 4 * self.dim)
+                block = np.fromfile(f, dtype=np.float32, count=count * self.dim).reshape(count, self.dim)
+                out[by_row[lo:hi]] = block[rows_sorted[lo:hi] - first]
+                lo = hi
+        return out
 
     def rebuild(self, shard_iter) -> tuple[np.ndarray, np.ndarray]:
         tmp = self.folder.with_name(self.folder.name + ".tmp")
@@ -107,7 +138,8 @@ class VectorCache:
             fresh.append(batch_ids, vecs)
         shutil.rmtree(self.folder, ignore_errors=True)
         os.replace(tmp, self.folder)
-        return self._read()
+        ids, _, src = self._read()
+        return ids, src
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
