@@ -134,7 +134,8 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
 def embed(
     source: str = typer.Argument(..., help="Folder (recursive), glob such as 'photos/**/*.jpg', or manifest "
                                  "(.csv/.parquet/.jsonl with a 'path' column; other columns become metadata)."),
-    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, 'timm:NAME', or 'pixels'."),
+    model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name, 'timm:NAME', "
+                              "'torchvision:NAME', 'ssl:DIR' (from train-encoder) or 'pixels'."),
     pretrained: str = typer.Option(None, "--pretrained", help="open_clip/timm pretrained tag or a local "
                                    "checkpoint file (default tag for ViT-B-32: laion2b_s34b_b79k)."),
     root: str = typer.Option(None, "--root", help="Pool root for relative paths and ids (default: the source "
