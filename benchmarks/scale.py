@@ -53,23 +53,29 @@ def ingest(store_dir: str, n: int, dim: int, centers: int, chunk: int = 50_000) 
 
 def load(store_dir: str) -> None:
     """Only the read every analysis starts with: store.load_vectors (sorted N x d float32)."""
+    import tracemalloc  # numpy reports its buffers to it: the arrays' peak, without the shard's mapped pages
+
     from curate.store.edge import EdgeStore
 
     store = EdgeStore(store_dir)
+    store.count_vectors("pool", "syn")
+    tracemalloc.start()
     ids, x = store.load_vectors("pool", "syn")
-    print(len(ids), x.shape, x.dtype)
+    _, peak = tracemalloc.get_traced_memory()
+    print(f"{len(ids)} x {x.shape[1]} {x.dtype}: heap peak during load_vectors {peak / 2**30:.3f} GiB "
+          f"= {peak / x.nbytes:.2f}x the matrix")
     store.close()
 
 
-def run_step(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int, str]:
-    """(wall s, peak RSS GiB, return code, last output line) of one child, from GNU time."""
+def run_step(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float, float, int, str]:
+    """(wall s, CPU s (user+sys), peak RSS GiB, return code, last output line) of one child, from GNU time."""
     stats = log.with_suffix(".time")
     with log.open("w") as f:
-        rc = subprocess.call(["/usr/bin/time", "-f", "%e %M", "-o", str(stats), *argv], env=env,
+        rc = subprocess.call(["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(stats), *argv], env=env,
                              stdout=f, stderr=subprocess.STDOUT)
-    wall, kib = stats.read_text().split()[-2:]
+    wall, user, system, kib = stats.read_text().split()[-4:]
     lines = log.read_text().strip().splitlines()
-    return float(wall), int(kib) / 2**20, rc, (lines or [""])[-1]
+    return float(wall), float(user) + float(system), int(kib) / 2**20, rc, (lines or [""])[-1]
 
 
 def main() -> None:
@@ -87,8 +93,8 @@ def main() -> None:
 
     print(f"# scale benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
           f"{os.cpu_count()} cores, {cpu_name()}, load {os.getloadavg()[0]:.1f}, dim={args.dim}")
-    print("| N | step | wall s | peak RSS GiB | matrix GiB (N x d fp32) | rc |")
-    print("|---|---|---|---|---|---|")
+    print("| N | step | wall s | CPU s | peak RSS GiB | matrix GiB (N x d fp32) | rc |")
+    print("|---|---|---|---|---|---|---|")
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     results: dict[int, dict[str, tuple[float, float]]] = {}
@@ -113,20 +119,20 @@ def main() -> None:
             shutil.rmtree(store, ignore_errors=True)
         results[n] = {}
         for step in steps:
-            wall, rss, rc, tail = run_step(argvs[step], env, Path(args.dir) / f"{n}_{step}.log")
-            results[n][step] = (wall, rss)
+            wall, cpu, rss, rc, tail = run_step(argvs[step], env, Path(args.dir) / f"{n}_{step}.log")
+            results[n][step] = (wall, cpu, rss)
             gib = n * args.dim * 4 / 2**30
-            print(f"| {n:,} | {step} | {wall:.1f} | {rss:.2f} | {gib:.2f} | {rc} |", flush=True)
+            print(f"| {n:,} | {step} | {wall:.1f} | {cpu:.1f} | {rss:.2f} | {gib:.2f} | {rc} |", flush=True)
             if rc != 0:
                 print(f"    {step} failed: {tail}", flush=True)
         if args.clean:
             shutil.rmtree(store, ignore_errors=True)
     lo, hi = min(args.n), max(args.n)
     if lo != hi:
-        print(f"\ngrowth {lo:,} -> {hi:,} (N x{hi / lo:.1f}): wall x / peak RSS x")
+        print(f"\ngrowth {lo:,} -> {hi:,} (N x{hi / lo:.1f}): wall, CPU and peak RSS ratios")
         for step in steps:
-            (w0, r0), (w1, r1) = results[lo][step], results[hi][step]
-            print(f"  {step}: wall x{w1 / w0:.1f}, RSS x{r1 / r0:.1f}")
+            (w0, c0, r0), (w1, c1, r1) = results[lo][step], results[hi][step]
+            print(f"  {step}: wall x{w1 / w0:.1f}, CPU x{c1 / c0:.1f}, RSS x{r1 / r0:.1f}")
     (Path(args.dir) / "scale.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
 
 
