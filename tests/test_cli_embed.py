@@ -91,6 +91,9 @@ def test_demo_runs_offline_end_to_end(tmp_path, monkeypatch):
     assert ("curate select --collection demo --store curate-demo/.curate --quiet --budget 100 --balance-by source "
             "--name demo-round-1 --out curate-demo/out/select-round-1.csv") in res.output.splitlines()
     assert (tmp_path / "curate-demo" / "out" / "dedup" / "dedup_groups.parquet").exists()
+    report = tmp_path / "curate-demo" / "out" / "report.html"
+    assert f"Report: {report.resolve()}" in res.output.splitlines()
+    assert "demo-round-1" in report.read_text()  # the report shows the demo's selection
     info = json.loads(_run("info", "--json", "--store", str(tmp_path / "curate-demo" / ".curate")).output)
     assert info["collections"]["demo"]["points"] == 300
     # a second demo resumes: nothing is embedded again
