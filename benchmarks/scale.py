@@ -51,8 +51,9 @@ def ingest(store_dir: str, n: int, dim: int, centers: int, chunk: int = 50_000) 
     store.close()
 
 
-def load(store_dir: str) -> None:
-    """Only the read every analysis starts with: store.load_vectors (sorted N x d float32)."""
+def load(store_dir: str, dtype: str = "float32") -> None:
+    """Only the read every analysis starts with: store.load_vectors (sorted N x d). Run directly as
+    `PYTHONPATH=CODE python benchmarks/scale.py --_load STORE [float16]` to compare two versions."""
     import tracemalloc  # numpy reports its buffers to it: the arrays' peak, without the shard's mapped pages
 
     from curate.store.edge import EdgeStore
@@ -60,7 +61,7 @@ def load(store_dir: str) -> None:
     store = EdgeStore(store_dir)
     store.count_vectors("pool", "syn")
     tracemalloc.start()
-    ids, x = store.load_vectors("pool", "syn")
+    ids, x = store.load_vectors("pool", "syn", dtype=np.dtype(dtype))
     _, peak = tracemalloc.get_traced_memory()
     print(f"{len(ids)} x {x.shape[1]} {x.dtype}: heap peak during load_vectors {peak / 2**30:.3f} GiB "
           f"= {peak / x.nbytes:.2f}x the matrix")
@@ -140,6 +141,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_ingest":
         ingest(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--_load":
-        load(sys.argv[2])
+        load(*sys.argv[2:4])
     else:
         main()
