@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.payload_fields import is_curate_field
+from curate.payload_fields import find_by_path, index_by_path, is_curate_field
 from curate.select.tensors import unit_rows
 from curate.sources import point_id
 from curate.store import Store
@@ -161,14 +161,8 @@ def _match_existing(store: Store, collection: str, key: str, keys: list[str]) ->
     if key == "id":
         known = store.existing_ids(collection, [k for k in keys if _is_uuid(k)])
         return [k if k in known else None for k in keys]
-    by_path: dict[str, str] = {}
-    for batch in store.scan_payload(collection, fields=["path", "relpath"]):
-        for pid, p in batch:
-            if p.get("relpath"):
-                by_path.setdefault(str(p["relpath"]), pid)
-            if p.get("path"):
-                by_path[str(p["path"])] = pid
-    return [by_path.get(k) or by_path.get(os.path.abspath(k)) for k in keys]
+    by_path = index_by_path(pt for batch in store.scan_payload(collection, fields=["path", "relpath"]) for pt in batch)
+    return [find_by_path(by_path, k) for k in keys]
 
 
 def _new_points(df, file: Path, root: str | os.PathLike | None) -> tuple[list[str], list[dict[str, Any]]]:

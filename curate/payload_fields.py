@@ -7,6 +7,10 @@ column is stored under `meta_<name>` instead, and the caller warns about the ren
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from typing import Any
+
 # Facts embed writes per image, tags the analyses write, and the id column of manifests.
 CURATE_FIELDS = frozenset(
     {
@@ -42,3 +46,20 @@ def rename_reserved(columns: list[str], keep: frozenset[str] = frozenset()) -> d
 def rename_message(renamed: dict[str, str], source: object) -> str:
     pairs = ", ".join(f"{old} -> {new}" for old, new in renamed.items())
     return f"{source}: column(s) named like curate's own fields are stored renamed: {pairs}"
+
+
+def index_by_path(points: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """{stored path or relpath: point id}. An absolute path names one point; a relpath may be
+    shared by pools under other roots, so the first point keeps it and paths win over relpaths."""
+    by_path: dict[str, str] = {}
+    for pid, p in points:
+        if p.get("relpath"):
+            by_path.setdefault(str(p["relpath"]), pid)
+        if p.get("path"):
+            by_path[str(p["path"])] = pid
+    return by_path
+
+
+def find_by_path(by_path: dict[str, str], ref: str) -> str | None:
+    """The point a path names as written (stored path or relpath), else as an absolute path."""
+    return by_path.get(ref) or by_path.get(os.path.abspath(ref))

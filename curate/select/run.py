@@ -30,6 +30,7 @@ import torch
 
 from curate.device import pick_device
 from curate.files import write_atomic
+from curate.payload_fields import find_by_path, index_by_path
 from curate.select.compose import Pool, Selection, select
 from curate.select.config import SelectionConfig
 from curate.select.export import export_files
@@ -367,21 +368,17 @@ def read_reference_list(file: str | os.PathLike) -> tuple[str, list[str]]:
 
 def resolve_references(kind: str, values: list[str], payloads: dict[str, dict[str, Any]], source: str) -> list[str]:
     """Point ids for ids/paths; any unknown entry is an error (nothing is written)."""
-    by_path: dict[str, str] = {}
-    for pid, p in payloads.items():
-        if p.get("relpath"):
-            by_path.setdefault(str(p["relpath"]), pid)
-        if p.get("path"):
-            by_path[str(p["path"])] = pid
+    by_path = index_by_path(payloads.items())
     out: list[str] = []
     unknown: list[str] = []
     for v in values:
-        if kind in ("id", "any") and v in payloads:
-            out.append(v)
-        elif kind in ("path", "any") and (v in by_path or os.path.abspath(v) in by_path):
-            out.append(by_path.get(v) or by_path[os.path.abspath(v)])
-        else:
+        found = v if kind in ("id", "any") and v in payloads else None
+        if found is None and kind in ("path", "any"):
+            found = find_by_path(by_path, v)
+        if found is None:
             unknown.append(v)
+        else:
+            out.append(found)
     if unknown:
         raise SelectError(f"{source}: {len(unknown)} entr{'y' if len(unknown) == 1 else 'ies'} not in the "
                           f"collection (e.g. {unknown[0]!r}); nothing was marked")
