@@ -123,7 +123,7 @@ def build_report(
             ])
         n_members = sum(len(v) for v in groups.values())
         sections["duplicates"] = c.Groups(
-            "Duplicate groups", len(groups), n_members, shown_groups,
+            "Duplicate groups", len(groups), shown_groups,
             f"{len(shown_groups)} largest of {len(groups)} groups ({n_members} images); up to 8 images per group")
     # -- outliers: lowest embedding density
     if len(ids):
@@ -146,7 +146,7 @@ def build_report(
         for r in df.head(gallery // 2).iter_rows(named=True):
             lines = [f"similarity {r['similarity']:.3f}"] + (["identical bytes"] if r.get("exact") else [])
             pairs.append([tile(str(r["a_id"]), lines, "A"), tile(str(r["b_id"]), [], "B")])
-        sections["leaks"].append(c.Groups(f"Leaks {stem}", len(df), len(df), pairs,
+        sections["leaks"].append(c.Groups(f"Leaks {stem}", len(df), pairs,
                                           f"{len(pairs)} most similar of {len(df)} pairs (A = first set, B = second)"))
 
     # -- thumbnails: every gallery image, then a seeded sample of the map for hovering

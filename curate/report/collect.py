@@ -45,7 +45,6 @@ class Gallery:
 class Groups:
     title: str
     total_groups: int
-    total_members: int
     groups: list[list[Tile]]
     note: str = ""
 
