@@ -75,6 +75,7 @@ def test_read_only_store_serves_reads_and_refuses_writes_in_one_line(tmp_path, m
     res = _run("select", "--budget", "3", "--store", store, "--out", str(tmp_path / "r2.csv"))
     assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("error: the store")
     assert "read-only" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r2.csv").exists()  # refused before a manifest naming untagged picks is written
     assert "read-only" in _one_error_line(_run("embed", str(tmp_path / "pool"), "--model", "pixels",
                                                "--store", store, "--workers", "0", "-q"))
     assert "read-only" in _one_error_line(_run("drop", "pool", "--yes", "--store", store))

@@ -104,7 +104,7 @@ def dedup(
     conds = _where(where)
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
     try:
-        with store_from(s) as st:
+        with store_from(s, write=not suggest) as st:
             if suggest:
                 ns, pool, choice = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
                                                      device=s.device, center=center)

@@ -103,7 +103,7 @@ def select_cmd(
                              include_duplicates=include_duplicates, predictions=_one_or_many(predictions),
                              uncertainty=uncertainty, similar_to=similar_to or None, text=text or None)
         say = (lambda _m: None) if quiet else (lambda m: err_console.print(m, highlight=False))
-        with store_from(s) as st:
+        with store_from(s, write=not dry_run) as st:
             res = run_selection(st, s.collection, cfg, encoder=encoder, device=s.device, out_dir=s.out, out=out,
                                 export_dir=export_dir, export_mode=export_mode, dry_run=dry_run, log=say)
     except (ValueError, StoreError) as e:
@@ -154,7 +154,7 @@ def labeled_cmd(
 
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     try:
-        with store_from(s) as st:
+        with store_from(s, write=True) as st:
             changed, same = mark_labeled(st, s.collection, file, unset=unset,
                                          log=lambda m: err_console.print(f"[yellow]warning:[/] {m}", highlight=False))
     except (ValueError, StoreError) as e:
@@ -187,7 +187,7 @@ def unselect_cmd(
         fail("give --round N or --name NAME (one of them)")
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     try:
-        with store_from(s) as st:
+        with store_from(s, write=True) as st:
             got, n, archived = unselect_round(st, s.collection, name if name is not None else round_, s.out,
                                               say=_warn)
     except (ValueError, StoreError) as e:
