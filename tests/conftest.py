@@ -79,3 +79,16 @@ def no_orphan_processes():
     while (stray := orphans()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not stray, f"processes started by tests outlived their parents: {stray}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster with 2 worker CPUs, shared by every --engine ray test (starting one costs
+    ~4 s here). Yields its address, so subprocesses (`curate ... --address ADDR`) can join it; the
+    test process itself stays connected, so in-process CLI calls reuse the connection."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
