@@ -21,6 +21,7 @@ from curate.cli.common import (
     settings,
     store_from,
 )
+from curate.cli.engine_opts import AddressOpt, EngineOpt, engine_session
 from curate.select.config import AUTO_TYPICALITY_MAX
 from curate.store import StoreError
 
@@ -74,6 +75,8 @@ def select_cmd(
     store: str = StoreOpt,
     qdrant_url: str = UrlOpt,
     device: str = DeviceOpt,
+    engine: str = EngineOpt,
+    address: str = AddressOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Choose which images to label next; later rounds skip labeled and already picked images.
@@ -103,9 +106,10 @@ def select_cmd(
                              include_duplicates=include_duplicates, predictions=_one_or_many(predictions),
                              uncertainty=uncertainty, similar_to=similar_to or None, text=text or None)
         say = (lambda _m: None) if quiet else (lambda m: err_console.print(m, highlight=False))
-        with store_from(s, write=not dry_run) as st:
+        with engine_session(engine, address) as ray, store_from(s, write=not dry_run) as st:
             res = run_selection(st, s.collection, cfg, encoder=encoder, device=s.device, out_dir=s.out, out=out,
-                                export_dir=export_dir, export_mode=export_mode, dry_run=dry_run, log=say)
+                                export_dir=export_dir, export_mode=export_mode, dry_run=dry_run, log=say,
+                                engine=_ray_engine(ray))
     except (ValueError, StoreError) as e:
         fail(str(e))
     for m in res.messages:
@@ -130,6 +134,14 @@ def select_cmd(
         + (f"; exported {res.exported} files to {export_dir}" if export_dir and not res.dry_run else ""),
         highlight=False,
     )
+
+
+def _ray_engine(ray: object) -> object:
+    if ray is None:
+        return None
+    from curate.select.ray_select import RayEngine
+
+    return RayEngine(ray)
 
 
 def _one_or_many(files: list[str] | None) -> str | list[str] | None:

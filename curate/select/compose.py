@@ -65,15 +65,17 @@ class Selection:
 class _Inputs:
     """Lazily computed per-row inputs, shared by thresholds, weights and the manifest."""
 
-    def __init__(self, pool: Pool, cfg: SelectionConfig, budget: int, device: torch.device) -> None:
-        self.pool, self.cfg, self.budget, self.device = pool, cfg, budget, device
+    def __init__(self, pool: Pool, cfg: SelectionConfig, budget: int, device: torch.device,
+                 engine: Any = None) -> None:
+        self.pool, self.cfg, self.budget, self.device, self.engine = pool, cfg, budget, device, engine
         self.values: dict[str, np.ndarray] = {}
         self._clusters: Clustering | None = None
 
     def clusters(self) -> Clustering:
         if self._clusters is None:
             k = n_clusters_for(len(self.pool.X), int(self.pool.center.sum()), self.budget, self.cfg.max_clusters)
-            self._clusters = cluster_pool(self.pool.X, k, k=self.cfg.knn, seed=self.cfg.seed, device=self.device)
+            fit = cluster_pool if self.engine is None else self.engine.cluster_pool
+            self._clusters = fit(self.pool.X, k, k=self.cfg.knn, seed=self.cfg.seed, device=self.device)
         return self._clusters
 
     def get(self, name: str) -> np.ndarray:
@@ -167,13 +169,15 @@ def select(
     *,
     device: torch.device,
     log: Callable[[str], None] | None = None,
+    engine: Any = None,
 ) -> Selection:
     """Run the composed selection on the pool in canonical row order; indices refer to `pool`'s rows.
-    Never returns fewer than `budget` picks without a message."""
+    Never returns fewer than `budget` picks without a message. `engine`: None (this process) or a
+    `curate.select.ray_select.RayEngine` (k-center and typicality as Ray tasks)."""
     order = canonical_order(pool)
     if np.array_equal(order, np.arange(len(order))):  # already canonical (the store path): no copy
-        return _select(pool, cfg, budget, device=device, log=log)
-    sel = _select(_permuted(pool, order), cfg, budget, device=device, log=log)
+        return _select(pool, cfg, budget, device=device, log=log, engine=engine)
+    sel = _select(_permuted(pool, order), cfg, budget, device=device, log=log, engine=engine)
     sel.indices = order[sel.indices].astype(np.int64)
     return sel
 
@@ -185,6 +189,7 @@ def _select(
     *,
     device: torch.device,
     log: Callable[[str], None] | None = None,
+    engine: Any = None,
 ) -> Selection:
     say = log or (lambda _m: None)
     steps = list(cfg.steps)
@@ -200,8 +205,12 @@ def _select(
             steps.insert(0, Step("typicality"))
         else:
             steps[:0] = [Step("diversity", min_distance=auto.min_distance), Step("weights", "density")]
-    inputs = _Inputs(pool, cfg, budget, device)
+    inputs = _Inputs(pool, cfg, budget, device, engine)
     messages: list[str] = []
+    proc = next((s for s in steps if s.type in ("diversity", "typicality", "cluster_margin", "badge")), None)
+    if engine is not None and (proc is None or proc.type not in ("diversity", "typicality")):
+        what = proc.type.replace("_", "-") if proc is not None else "ranking by weights"
+        messages.append(f"{what} has no --engine ray path (only k-center and typicality do); it ran locally")
     cand = pool.candidate.copy()
 
     # 1. thresholds, and rows a weight input cannot score (no prediction, missing field)
@@ -247,11 +256,11 @@ def _select(
 
     # 4. the greedy procedure
     columns: dict[str, np.ndarray] = {}
-    proc = next((s for s in steps if s.type in ("diversity", "typicality", "cluster_margin", "badge")), None)
     if proc is not None and proc.type == "diversity":
         kw = None if weight is None else weight ** (1.0 / proc.strength)
         centers = np.flatnonzero(pool.center)
-        res = kcenter_select(pool.X, budget, centers, weights=kw, candidates=cand, groups=groups, quotas=quotas,
+        kcenter = kcenter_select if engine is None else engine.kcenter_select
+        res = kcenter(pool.X, budget, centers, weights=kw, candidates=cand, groups=groups, quotas=quotas,
                              min_distance=proc.min_distance, device=device)
         idx = res.indices
         columns["distance"] = res.distances

@@ -137,8 +137,10 @@ def run_selection(
     export_mode: str = "symlink",
     dry_run: bool = False,
     log: Callable[[str], None] | None = None,
+    engine: Any = None,
 ) -> RunResult:
-    """One selection round against a store collection (see module doc)."""
+    """One selection round against a store collection (see module doc). `engine`: None (this
+    process) or a `curate.select.ray_select.RayEngine`; store reads and writes stay here either way."""
     say = log or (lambda _m: None)
     cfg.validate()
     if cfg.name:
@@ -237,7 +239,7 @@ def run_selection(
     del X
     pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query,
                 ids=pool_ids)
-    sel = select(pool, cfg, budget, device=dev, log=say)
+    sel = select(pool, cfg, budget, device=dev, log=say, engine=engine)
     if cfg.balance is not None and "group" in sel.columns:
         _balanced_order(sel)
     picked = [pool_ids[i] for i in sel.indices]

@@ -50,13 +50,21 @@ def cluster_typicality(
     device: str | torch.device | None = None
 ) -> np.ndarray:
     """Typicality of each row within its cluster (0 for a cluster of one)."""
-    mean_dist = np.zeros(len(labels), dtype=np.float32)
-    single = np.zeros(len(labels), dtype=bool)
+    return typicality_from_distance(cluster_mean_distance(X, labels, k, seed=seed, exact_max=exact_max,
+                                                          device=device))
+
+
+def cluster_mean_distance(
+    X: np.ndarray, labels: np.ndarray, k: int = DENSITY_K, *, seed: int = 0, exact_max: int = EXACT_MAX,
+    device: str | torch.device | None = None
+) -> np.ndarray:
+    """Mean distance of each row to its k nearest cluster-mates (NaN for a cluster of one). Each
+    cluster's values depend on its members only, so clusters can be computed apart (--engine ray)."""
+    mean_dist = np.full(len(labels), np.nan, dtype=np.float32)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     for members in np.split(order, bounds):
         if len(members) < 2:
-            single[members] = True
             continue
         if len(members) > exact_max:
             mean_dist[members] = knn_distance(X[members], k, exact_max=exact_max, seed=seed, device=device)
@@ -64,9 +72,16 @@ def cluster_typicality(
         kk = min(k, len(members) - 1)
         sims, _ = topk_similarity(X[members], X[members], kk, exclude_self=True, device=device)
         mean_dist[members] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims.astype(np.float64))).mean(axis=1)
-    out = np.zeros(len(labels), dtype=np.float32)
-    if (~single).any():
-        out[~single] = inverse_distance(mean_dist[~single])
+    return mean_dist
+
+
+def typicality_from_distance(mean_dist: np.ndarray) -> np.ndarray:
+    """1 / mean distance over the whole pool at once (its floor is a pool-wide percentile); 0 for
+    rows of one-member clusters (NaN distance)."""
+    out = np.zeros(len(mean_dist), dtype=np.float32)
+    ok = ~np.isnan(mean_dist)
+    if ok.any():
+        out[ok] = inverse_distance(mean_dist[ok])
     return out
 
 
