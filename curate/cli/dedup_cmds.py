@@ -23,6 +23,7 @@ from curate.cli.common import (
     settings,
     store_from,
 )
+from curate.cli.engine_opts import AddressOpt, EngineOpt, engine_session
 from curate.store import StoreError, parse_where
 
 WhereOpt = typer.Option(None, "--where", "-w", help="Payload condition(s), e.g. 'width >= 256'; repeat to AND.")
@@ -69,7 +70,8 @@ def dedup(
                                 "neighbours); complete: of every other member; single: union-find (chains A~B~C)."),
     exact_only: bool = typer.Option(False, "--exact-only", help="Only byte-identical files (sha256); no vectors."),
     mode: str = typer.Option("auto", "--mode", help="exact (all pairs), clustered (k-means, pairs within "
-                             "clusters; for very large pools) or auto (exact up to 300k on CPU / 5M on GPU)."),
+                             "clusters; for very large pools) or auto (exact up to 300k on CPU / 5M on GPU; "
+                             "clustered with --engine ray)."),
     clusters: int = typer.Option(None, "--clusters", min=1, help="Clustered mode: k-means clusters "
                                  "(default N/4000)."),
     probes: int = typer.Option(2, "--probes", min=1, help="Clustered mode: clusters each image joins."),
@@ -91,6 +93,8 @@ def dedup(
     store: str = StoreOpt,
     qdrant_url: str = UrlOpt,
     device: str = DeviceOpt,
+    engine: str = EngineOpt,
+    address: str = AddressOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Find exact and near-duplicate images; write groups, keep/remove manifests and payload tags.
@@ -104,7 +108,8 @@ def dedup(
     conds = _where(where)
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
     try:
-        with store_from(s, write=not suggest) as st:
+        with engine_session("local" if suggest else engine, None if suggest else address) as ray, \
+                store_from(s, write=not suggest) as st:
             if suggest:
                 ns, pool, choice = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
                                                      device=s.device, center=center)
@@ -113,7 +118,7 @@ def dedup(
             res = run_dedup(
                 st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags, threshold=threshold,
                 exact_only=exact_only, keep=keep, linkage=linkage, mode=mode, n_clusters=clusters, probes=probes,
-                device=s.device, center=center, force=force, sample=sample,
+                device=s.device, center=center, force=force, sample=sample, **({"engine": ray} if ray else {}),
             )
     except TooManyDuplicates as e:
         _print_suggestion(e.sample, None, e.cut, e.result.threshold)

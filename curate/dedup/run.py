@@ -11,6 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -192,8 +193,12 @@ def find_groups(
     device: str | torch.device | None = None,
     chunk: int | None = None,
     center: bool = False,
+    engine: Any = None,
 ) -> DedupResult:
     """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicate groups.
+
+    `engine`: None (this process) or the connected `ray` module: then the clustered mode's pair
+    search runs as Ray tasks (curate.dedup.ray_dedup), with the same groups; `auto` means clustered.
 
     Byte-identical files always share a group. `linkage`: star (default; every member within the
     cut of its kept image), complete (of every other member) or single (union-find, chains).
@@ -214,12 +219,21 @@ def find_groups(
     comps.add(a, b)
     n_vec = 0 if pool.vectors is None else len(pool.vectors)
     near = threshold is not None and pool.vectors is not None and n_vec >= 2
-    used_mode = resolve_mode(mode, n_vec, dev) if near else "none"
+    if engine is not None and mode == "exact":
+        raise ValueError("--engine ray runs --mode clustered only (exact all-pairs has no Ray path)")
+    used_mode = ("clustered" if engine is not None else resolve_mode(mode, n_vec, dev)) if near else "none"
     n_near = 0
     if near and linkage == "single":
         assert pool.vectors is not None and threshold is not None
         if used_mode == "exact":
             n_near = add_near_edges(pool.vectors, threshold, comps, pool.node_of_row, device=dev, chunk=chunk)
+        elif engine is not None:
+            from curate.dedup.ray_dedup import subset_pairs
+
+            subsets = cluster_subsets(pool.vectors, n_clusters=n_clusters, probes=probes, device=dev)
+            for i, j in subset_pairs(engine, pool.vectors, subsets, threshold):
+                n_near += len(i)
+                comps.add(pool.node_of_row[i], pool.node_of_row[j])
         else:
             n_near, _ = clustered_near_edges(
                 pool.vectors, threshold, comps, pool.node_of_row, n_clusters=n_clusters, probes=probes, device=dev
@@ -228,7 +242,7 @@ def find_groups(
     elif near:
         assert threshold is not None
         groups, n_near = _greedy_groups(pool, comps.result(), threshold, keep, linkage, used_mode,
-                                        n_clusters=n_clusters, probes=probes, device=dev, chunk=chunk)
+                                        n_clusters=n_clusters, probes=probes, device=dev, chunk=chunk, engine=engine)
     else:
         groups = [(choose_keeper(m, keep, pool.info, pool.vectors), m) for m in groups_of(comps.result())]
     table = _group_table(pool, groups)
@@ -260,6 +274,7 @@ def _greedy_groups(
     probes: int,
     device: torch.device,
     chunk: int | None,
+    engine: Any = None,
 ) -> tuple[list[tuple[int, np.ndarray]], int]:
     """Star / complete groups: one vector per set of byte-identical files (its first image in
     priority order) takes part in the greedy; the other files of the set follow it, so exact
@@ -270,9 +285,15 @@ def _greedy_groups(
     subsets = None
     if mode == "clustered":
         subsets = cluster_subsets(vec, n_clusters=n_clusters, probes=probes, device=device)
+    pairs = None
+    if engine is not None and subsets is not None:  # the pair search as Ray tasks, the greedy here
+        from curate.dedup import ray_dedup
+
+        pairs = ray_dedup.subset_pairs(engine, vec, subsets, threshold)
     degree = None
     if keep == "central":
-        deg_rows = _degree(vec, threshold, subsets, device, chunk)
+        deg_rows = _degree(vec, threshold, subsets, device, chunk) if pairs is None else \
+            ray_dedup.degree_from_pairs(pairs, len(vec))
         degree = np.zeros(len(pool.ids), dtype=np.int64)
         degree[pool.node_of_row] = deg_rows
     order = priority_order(pool.info, keep, degree)
@@ -286,8 +307,12 @@ def _greedy_groups(
         rank_of_row[rep_rows] = np.arange(len(reps))
         rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
     tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
-    fn = star_groups if linkage == "star" else complete_groups
-    leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
+    if pairs is not None and rank_subsets is not None:
+        leader = ray_dedup.groups_from_pairs(linkage, vec[rep_rows], threshold, rank_subsets,
+                                             ray_dedup.renumber(pairs, rank_of_row), device=device)
+    else:
+        fn = star_groups if linkage == "star" else complete_groups
+        leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
     n = len(pool.ids)
     keeper_of_label = np.full(n, -1, dtype=np.int64)
     keeper_of_label[hash_label[reps]] = reps[leader]
