@@ -261,7 +261,7 @@ def _select(
         centers = np.flatnonzero(pool.center)
         kcenter = kcenter_select if engine is None else engine.kcenter_select
         res = kcenter(pool.X, budget, centers, weights=kw, candidates=cand, groups=groups, quotas=quotas,
-                             min_distance=proc.min_distance, device=device)
+                      min_distance=proc.min_distance, device=device)
         idx = res.indices
         columns["distance"] = res.distances
         if res.stopped == "min_distance":
