@@ -5,6 +5,7 @@ local engine never pays its import time, and a missing install is one actionable
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,21 @@ def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     return engine
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, in one line, when a `host:port` cluster address does not answer: Ray itself
+    retries an unreachable GCS for well over a minute before it raises."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--address must be 'auto' or HOST:PORT of a Ray cluster, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ValueError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one there with "
+            "`ray start --head`, or leave out --address to run a private local cluster"
+        ) from None
 
 
 def import_ray() -> Any:
@@ -43,7 +59,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address is None and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    ray.init(address=address, **kwargs)
+    if address not in (None, "auto"):
+        check_reachable(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as exc:  # "auto" with no cluster running on this machine
+        raise ValueError(f"no Ray cluster to join at --address {address}: {str(exc).splitlines()[0]}") from None
     try:
         yield ray
     finally:
