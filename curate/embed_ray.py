@@ -80,8 +80,8 @@ def _batch(cols: dict[str, np.ndarray]) -> Batch:
 class EncodeActor:
     """Ray actor: loads the encoder once, then encodes decoded blocks with curate.embed.encode_batch."""
 
-    def __init__(self, spec: dict, device: str, threads: int) -> None:
-        torch.set_num_threads(threads)
+    def __init__(self, spec: dict, device: str) -> None:
+        torch.set_num_threads(1)  # one core per CPU actor (plan_actors); a GPU actor only feeds its GPU
         self.encoder = encoder_from_spec(spec, device)
 
     def __call__(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -104,27 +104,26 @@ def _unpack(cols: dict[str, np.ndarray]) -> Encoded:
     return Encoded(items, np.ascontiguousarray(cols["vector"][good], np.float32), [items[k]["index"] for k in good])
 
 
-def plan_actors(resources: dict[str, float], wanted: int | None) -> tuple[int, dict[str, Any], str, int]:
-    """(actors, Ray resources per actor, device, torch threads per actor) for a cluster.
+def plan_actors(resources: dict[str, float], wanted: int | None) -> tuple[int, dict[str, Any], str]:
+    """(actors, Ray resources per actor, device) for a cluster.
 
-    GPUs: one actor per GPU. CPUs only: `wanted` actors (default half the CPUs), sharing all but
-    one CPU, which stays for the decode tasks (else a 2-CPU cluster running 2 actors would never
-    schedule a decode task)."""
+    GPUs: one actor per GPU. CPUs only: `wanted` single-threaded actors (default half the CPUs)
+    sharing all but one CPU, which stays for the decode tasks (else a 2-CPU cluster running 2
+    actors would never schedule a decode task)."""
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", 1)))
     if gpus:
-        n = min(wanted or gpus, gpus)
-        return n, {"num_gpus": 1, "num_cpus": 1}, "cuda", 1
+        return min(wanted or gpus, gpus), {"num_gpus": 1, "num_cpus": 1}, "cuda"
     n = wanted or max(1, cpus // 2)
     share = max(0.1, min(1.0, (cpus - 1) / n)) if cpus > 1 else 0.5 / n
-    return n, {"num_cpus": share}, "cpu", max(1, math.floor(share))
+    return n, {"num_cpus": share}, "cpu"
 
 
 def _pipeline(ray: Any, paths: list[str], decoder: Decoder, spec: dict, opts: EmbedOptions) -> Any:
     """listing blocks -> decode tasks -> encoder actor pool, as a lazy Ray Dataset."""
     import pyarrow as pa
 
-    n, resources, device, threads = plan_actors(ray.cluster_resources(), opts.actors)
+    n, resources, device = plan_actors(ray.cluster_resources(), opts.actors)
     if device == "cuda" and opts.gpu_decode == "auto":
         decoder = dataclasses.replace(decoder, jpeg_bytes=True)  # the actors have GPUs, this driver may not
     listing = pa.table({"index": np.arange(len(paths), dtype=np.int64),
@@ -137,7 +136,7 @@ def _pipeline(ray: Any, paths: list[str], decoder: Decoder, spec: dict, opts: Em
             ray.data.from_arrow(listing, override_num_blocks=blocks)
             .map_batches(decode_block, fn_kwargs={"decoder": decoder, "shape": pixel_shape(decoder)},
                          batch_size=batch_size, batch_format="numpy", num_cpus=1)
-            .map_batches(EncodeActor, fn_constructor_args=(spec, device, threads), batch_size=batch_size,
+            .map_batches(EncodeActor, fn_constructor_args=(spec, device), batch_size=batch_size,
                          batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n),
                          # A lost actor fails the run (re-running resumes it) rather than restart
                          # from args kept in the object store. Args that differ from the decode
