@@ -1,5 +1,10 @@
 """The embedding pipeline: sources -> decode (worker processes) -> encoder -> store.
 
+One implementation per stage (plan, Decoder, encode_batch, write_records) and two drivers that
+run them: the local one below (DataLoader processes decode, this process encodes) and the Ray one
+(curate/embed_ray.py: Ray Data tasks decode, actors encode). Both hand encoded batches back to
+embed_pool, which writes them, so resume, error records and Ctrl-C are the same for both.
+
 - Decoding runs in DataLoader worker processes, each image under a time limit, so one
   pathological file cannot stall the run; every failure becomes a record, never an exception.
 - On CUDA, JPEG bytes can be decoded on the GPU (nvJPEG via torchvision) instead of by PIL.
