@@ -1,5 +1,10 @@
 """The embedding pipeline: sources -> decode (worker processes) -> encoder -> store.
 
+One implementation per stage (plan, Decoder, encode_batch, write_records) and two drivers that
+run them: the local one below (DataLoader processes decode, this process encodes) and the Ray one
+(curate/embed_ray.py: Ray Data tasks decode, actors encode). Both hand encoded batches back to
+embed_pool, which writes them, so resume, error records and Ctrl-C are the same for both.
+
 - Decoding runs in DataLoader worker processes, each image under a time limit, so one
   pathological file cannot stall the run; every failure becomes a record, never an exception.
 - On CUDA, JPEG bytes can be decoded on the GPU (nvJPEG via torchvision) instead of by PIL.
@@ -48,6 +53,9 @@ class EmbedOptions:
     gpu_decode: str = "auto"  # auto | on | off: torchvision/nvJPEG decode of JPEGs on the encoder's device
     min_free_bytes: int = diskspace.DEFAULT_MARGIN  # the run stops before the store's disk has less free
     progress: bool = True
+    engine: str = "local"  # local: DataLoader processes decode, this process encodes | ray: see embed_ray
+    address: str | None = None  # ray: cluster to join (auto, host:port); None starts a private one
+    actors: int | None = None  # ray: encoder actors (None: one per GPU, else half the CPUs)
 
 
 @dataclass
@@ -85,9 +93,45 @@ class EmbedInterrupted(KeyboardInterrupt):
         self.report = report
 
 
+@dataclass
+class Decoder:
+    """The decode stage, one image: path -> dict with `info` (payload facts) and either `pixels`
+    (preprocessed CHW), `jpeg` (raw bytes for GPU decoding) or `error` (a one-line reason).
+    Picklable (it holds only the transform, never the model), so both drivers ship it to their
+    workers: DataLoader processes for the local engine, Ray tasks for --engine ray."""
+
+    transform: Callable[[Image.Image], torch.Tensor]
+    image_size: int
+    timeout: float
+    max_pixels: int
+    jpeg_bytes: bool
+    delay: float = 0.0  # test hook (CURATE_TEST_DECODE_DELAY): seconds of sleep per image, to kill runs mid-way
+
+    def __call__(self, path: str) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        try:
+            with time_limit(self.timeout):
+                if self.delay:
+                    time.sleep(self.delay)
+                data = read_bytes(path)
+                info = {"sha256": sha256_hex(data), "bytes": len(data)}
+                if self.jpeg_bytes and data[:3] == b"\xff\xd8\xff":
+                    header = _jpeg_header(data, self.max_pixels)
+                    if header is not None:  # plain RGB/gray JPEG: the GPU decodes it
+                        info.update(header)
+                        return {"info": info, "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+                draft = (self.image_size, self.image_size)
+                img, facts = decode_image(data, draft=draft, max_pixels=self.max_pixels)
+                info.update(facts)
+                return {"info": info, "pixels": self.transform(img)}
+        except DecodeError as e:
+            return {"info": info, "error": e.reason}
+        except Exception as e:  # noqa: BLE001 - any other failure is recorded, never fatal
+            return {"info": info, "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+
+
 class DecodeDataset(Dataset):
-    """Item i -> dict with `index`, `info` (payload facts) and either `pixels` (preprocessed CHW),
-    `jpeg` (raw bytes for GPU decoding) or `error` (a one-line reason)."""
+    """Item i -> the decode stage's dict for paths[i], with its `index`."""
 
     def __init__(
         self,
@@ -97,37 +141,16 @@ class DecodeDataset(Dataset):
         timeout: float,
         max_pixels: int,
         jpeg_bytes: bool,
+        delay: float = 0.0,
     ) -> None:
         self.paths = paths
-        self.preprocess = preprocess
-        self.draft = (image_size, image_size)
-        self.timeout = timeout
-        self.max_pixels = max_pixels
-        self.jpeg_bytes = jpeg_bytes
+        self.decoder = Decoder(preprocess, image_size, timeout, max_pixels, jpeg_bytes, delay)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        path = self.paths[i]
-        info: dict[str, Any] = {}
-        try:
-            with time_limit(self.timeout):
-                data = read_bytes(path)
-                info = {"sha256": sha256_hex(data), "bytes": len(data)}
-                if self.jpeg_bytes and data[:3] == b"\xff\xd8\xff":
-                    header = _jpeg_header(data, self.max_pixels)
-                    if header is not None:  # plain RGB/gray JPEG: the GPU decodes it
-                        info.update(header)
-                        jpeg = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                        return {"index": i, "info": info, "jpeg": jpeg}
-                img, facts = decode_image(data, draft=self.draft, max_pixels=self.max_pixels)
-                info.update(facts)
-                return {"index": i, "info": info, "pixels": self.preprocess(img)}
-        except DecodeError as e:
-            return {"index": i, "info": info, "error": e.reason}
-        except Exception as e:  # noqa: BLE001 - any other failure is recorded, never fatal
-            return {"index": i, "info": info, "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+        return {"index": i, **self.decoder(self.paths[i])}
 
 
 def _jpeg_header(data: bytes, max_pixels: int) -> dict[str, Any] | None:
@@ -328,6 +351,113 @@ def _gpu_decode(encoder: Encoder, jpegs: list[torch.Tensor]) -> list[torch.Tenso
         return out
 
 
+@dataclass
+class Encoded:
+    """The encode stage's output for one batch: what both drivers hand to the write stage."""
+
+    items: list[dict[str, Any]]  # index (into the todo rows), info, error (absent when fine)
+    vectors: np.ndarray  # len(good) x dim float32
+    good: list[int]  # indexes of the rows of `vectors`
+
+
+def encode_batch(encoder: Encoder, batch: Batch) -> Encoded:
+    """The encode stage: a decoded batch -> unit vectors; GPU-decode failures become errors."""
+    items = batch.items
+    vectors: list[torch.Tensor] = []
+    good: list[int] = []
+    if batch.pixels is not None:
+        pixels = batch.pixels
+        if encoder.device.type == "cuda":
+            pixels = pixels.to(encoder.device, non_blocking=True)
+        vectors.append(encoder.encode_images(pixels))
+        good.extend(batch.pixel_rows)
+    if batch.jpeg is not None:
+        o = batch.jpeg_offsets
+        decoded = _gpu_decode(encoder, [batch.jpeg[o[k] : o[k + 1]] for k in range(len(batch.jpeg_rows))])
+        by_index = {it["index"]: it for it in items}
+        ok = []
+        for row, img in zip(batch.jpeg_rows, decoded, strict=True):
+            if isinstance(img, str):
+                by_index[row]["error"] = img
+            else:
+                ok.append((row, img))
+        if ok:
+            vectors.append(encoder.encode_images(encoder.preprocess_uint8([img for _, img in ok])))
+            good.extend(row for row, _ in ok)
+    matrix = torch.cat(vectors).numpy() if vectors else np.empty((0, encoder.dim), np.float32)
+    return Encoded(items, matrix, good)
+
+
+@dataclass
+class Records:
+    """One batch as store writes: new points, payload merges for existing ones, vectors."""
+
+    new_ids: list[str]
+    new_payloads: list[dict[str, Any]]
+    merges: dict[str, dict[str, Any]]
+    good_ids: list[str]
+    vectors: np.ndarray
+    failures: list[tuple[str, str]]  # (path, reason)
+    hashes: list[tuple[str, dict[str, Any]]]  # (sha256, row) of every image read
+
+
+def _records(batch: Encoded, rows: list[dict[str, Any]], merge_ids: set[str]) -> Records:
+    out = Records([], [], {}, [rows[i]["id"] for i in batch.good], batch.vectors, [], [])
+    for it in batch.items:
+        row = rows[it["index"]]
+        error = it.get("error")
+        if it["info"].get("sha256"):
+            out.hashes.append((it["info"]["sha256"], row))
+        if error is not None:
+            out.failures.append((row["path"], error))
+        payload = _payload(row, it["info"], error)
+        if row["id"] in merge_ids:  # keeps tags; a failure here only adds failed/error
+            out.merges[row["id"]] = payload
+        else:
+            out.new_ids.append(row["id"])
+            out.new_payloads.append(payload)
+    return out
+
+
+def write_records(store: Store, collection: str, encoder: str, r: Records) -> None:
+    """The write stage. Payload first, vectors last: "has a vector" is what resume trusts."""
+    if r.new_ids:
+        store.upsert_points(collection, r.new_ids, r.new_payloads)
+    if r.merges:
+        store.set_payloads(collection, r.merges)
+    if r.good_ids:
+        store.upsert_vectors(collection, encoder, r.good_ids, r.vectors)
+
+
+def _local_batches(
+    paths: list[str], decoder: Decoder, encoder: Encoder, batch_size: int, workers: int, context: Any
+) -> Iterator[Encoded]:
+    """The local driver: DataLoader worker processes decode, this process encodes."""
+    dataset = DecodeDataset(paths, decoder.transform, decoder.image_size, decoder.timeout, decoder.max_pixels,
+                            decoder.jpeg_bytes, decoder.delay)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=encoder.device.type == "cuda",
+        worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+        # forkserver: workers inherit none of the open store's file descriptors or locks, so a
+        # killed run's orphans can never block the run that resumes it.
+        multiprocessing_context=context,
+    )
+    batches = iter(loader)
+    try:
+        for batch in batches:
+            yield encode_batch(encoder, batch)
+    finally:
+        _shutdown = getattr(batches, "_shutdown_workers", None)
+        if _shutdown is not None:  # now, not whenever the iterator is garbage-collected
+            _shutdown()
+
+
 def plan(pool: Pool, store: Store, collection: str, encoder: str) -> tuple[pl.DataFrame, int, set[str]]:
     """Split the pool into rows still to embed; checked in batches, not one id at a time.
 
@@ -356,7 +486,8 @@ def embed_pool(
     opts = options or EmbedOptions()
     report = EmbedReport(collection=collection, encoder=encoder.name, total=len(pool))
     workers = _default_workers() if opts.workers is None else opts.workers
-    context = _worker_context(encoder.image_transform) if workers else None  # warms up during plan()
+    local = opts.engine == "local"
+    context = _worker_context(encoder.image_transform) if workers and local else None  # warms up during plan()
     store.ensure_collection(collection)
     store.ensure_encoder(collection, encoder.name, encoder.spec)
     todo, report.skipped, exists = plan(pool, store, collection, encoder.name)
@@ -374,95 +505,42 @@ def embed_pool(
 
     # "on" forces the torchvision decode path on any device (that is how CPU-only CI tests it).
     use_gpu_decode = opts.gpu_decode == "on" or (opts.gpu_decode == "auto" and encoder.device.type == "cuda")
-    dataset = DecodeDataset(
+    decoder = Decoder(
         # image_transform, not the bound preprocess: workers get only the transform, never the model
-        [pool.raw_paths.get(p, p) for p in todo["path"].to_list()],  # names that are not UTF-8: real bytes
         encoder.image_transform,
         encoder.image_size,
         opts.decode_timeout,
         opts.max_pixels,
         jpeg_bytes=use_gpu_decode,
+        delay=float(os.environ.get("CURATE_TEST_DECODE_DELAY") or 0),
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=opts.batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=encoder.device.type == "cuda",
-        worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-        # forkserver: workers inherit none of the open store's file descriptors or locks, so a
-        # killed run's orphans can never block the run that resumes it.
-        multiprocessing_context=context,
-    )
+    paths = [pool.raw_paths.get(p, p) for p in todo["path"].to_list()]  # names that are not UTF-8: real bytes
+    if opts.engine == "ray":
+        from curate.embed_ray import ray_batches
+
+        source = ray_batches(paths, decoder, encoder, opts)
+    else:
+        source = _local_batches(paths, decoder, encoder, opts.batch_size, workers, context)
     rows = todo.to_dicts()
     writer = _Writer()
     done = 0
-    batches = iter(loader)
     interrupted = False
     ctrl_c: list[bool] = []
-    stream = _until_ctrl_c(batches, ctrl_c)
+    stream = _until_ctrl_c(source, ctrl_c)
     try:
         for batch in stream:
-            items = batch.items
-            vectors: list[torch.Tensor] = []
-            good: list[int] = []
-            if batch.pixels is not None:
-                pixels = batch.pixels
-                if encoder.device.type == "cuda":
-                    pixels = pixels.to(encoder.device, non_blocking=True)
-                vectors.append(encoder.encode_images(pixels))
-                good.extend(batch.pixel_rows)
-            if batch.jpeg is not None:
-                o = batch.jpeg_offsets
-                decoded = _gpu_decode(encoder, [batch.jpeg[o[k] : o[k + 1]] for k in range(len(batch.jpeg_rows))])
-                by_index = {it["index"]: it for it in items}
-                ok = []
-                for row, img in zip(batch.jpeg_rows, decoded, strict=True):
-                    if isinstance(img, str):
-                        by_index[row]["error"] = img
-                    else:
-                        ok.append((row, img))
-                if ok:
-                    vectors.append(encoder.encode_images(encoder.preprocess_uint8([img for _, img in ok])))
-                    good.extend(row for row, _ in ok)
-            matrix = torch.cat(vectors).numpy() if vectors else np.empty((0, encoder.dim), np.float32)
-
-            new_ids, new_payloads, merges = [], [], {}
-            failures = []
-            for it in items:
-                row = rows[it["index"]]
-                error = it.get("error")
-                if stored_elsewhere is not None and _has_hash(stored_elsewhere, it["info"].get("sha256")):
+            records = _records(batch, rows, merge_ids)
+            for sha, row in records.hashes:
+                if stored_elsewhere is not None and _has_hash(stored_elsewhere, sha):
                     report.same_bytes_stored += 1
-                    report.same_bytes_example = report.same_bytes_example or (
-                        row["path"], row["relpath"], it["info"]["sha256"])
-                if error is not None:
-                    failures.append((row["path"], error))
-                payload = _payload(row, it["info"], error)
-                if row["id"] in merge_ids:  # keeps tags; a failure here only adds failed/error
-                    merges[row["id"]] = payload
-                else:
-                    new_ids.append(row["id"])
-                    new_payloads.append(payload)
-            good_ids = [rows[i]["id"] for i in good]
-
-            def write(new_ids=new_ids, new_payloads=new_payloads, merges=merges, good_ids=good_ids, m=matrix):
-                if new_ids:
-                    store.upsert_points(collection, new_ids, new_payloads)
-                if merges:
-                    store.set_payloads(collection, merges)
-                if good_ids:  # vectors last: "has a vector" is what resume trusts
-                    store.upsert_vectors(collection, encoder.name, good_ids, m)
-
-            if not disk.room_for(len(items) * (writer.depth + 1)):
+                    report.same_bytes_example = report.same_bytes_example or (row["path"], row["relpath"], sha)
+            if not disk.room_for(len(batch.items) * (writer.depth + 1)):
                 break  # this batch is not written; the next run redoes it
-            writer.submit(write)
-            report.embedded += len(good_ids)
-            report.failed += len(failures)
-            report.failures.extend(failures)
-            done += len(items)
+            writer.submit(functools.partial(write_records, store, collection, encoder.name, records))
+            report.embedded += len(records.good_ids)
+            report.failed += len(records.failures)
+            report.failures.extend(records.failures)
+            done += len(batch.items)
             if on_progress:
                 on_progress(done, todo.height)
         interrupted = bool(ctrl_c)
@@ -474,9 +552,7 @@ def embed_pool(
         raise
     finally:
         stream.close()  # gives Ctrl-C back to its previous handler
-        _shutdown = getattr(batches, "_shutdown_workers", None)
-        if _shutdown is not None:  # now, not whenever the iterator is garbage-collected
-            _shutdown()
+        source.close()  # stops the driver's workers now, not whenever the generator is garbage-collected
         try:
             writer.drain()  # what was computed is kept: the next run resumes after it
             store.flush()

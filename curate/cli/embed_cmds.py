@@ -55,13 +55,29 @@ def check_device(device: str) -> None:
         fail(f"--device {device}: use auto, cpu, cuda or cuda:N (or set CURATE_DEVICE)")
 
 
+def check_engine_options(engine: str, address: str | None, actors: int | None) -> None:
+    """--engine and its options, and Ray's presence for --engine ray, before torch is imported."""
+    from curate.ray_engine import check_engine, import_ray
+
+    try:
+        check_engine(engine)
+        if engine == "ray":
+            import_ray()
+    except ValueError as e:
+        fail(str(e))
+    if engine != "ray" and (address is not None or actors is not None):
+        fail(f"{'--address' if address is not None else '--actors'} applies to --engine ray only")
+
+
 def run_embed(source: str, s, model: str, pretrained: str | None, root: str | None, batch_size: int,
-              workers: int | None, decode_timeout: float, gpu_decode: str, quiet: bool):
+              workers: int | None, decode_timeout: float, gpu_decode: str, quiet: bool,
+              engine: str = "local", address: str | None = None, actors: int | None = None):
     """Shared by `embed` and `demo`: discover, load the encoder, embed, write the error file."""
     from curate.sources import SourceError, discover
 
     # Everything a user can get wrong is checked before torch and the model load (seconds).
     check_device(s.device)
+    check_engine_options(engine, address, actors)
     try:
         pool = discover(source, root)
     except SourceError as e:
@@ -74,11 +90,13 @@ def run_embed(source: str, s, model: str, pretrained: str | None, root: str | No
     from curate.encoders import EncoderError, load_encoder
 
     try:
-        encoder = load_encoder(model, pretrained, device=s.device)
+        # With Ray the actors load the model (on the cluster's GPUs when it has some); this copy
+        # only names and describes the vectors, so it stays on the CPU.
+        encoder = load_encoder(model, pretrained, device="cpu" if engine == "ray" else s.device)
     except (EncoderError, ValueError) as e:
         fail(str(e))
     opts = EmbedOptions(batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
-                        gpu_decode=gpu_decode, progress=not quiet)
+                        gpu_decode=gpu_decode, progress=not quiet, engine=engine, address=address, actors=actors)
     # In a terminal: a live bar. In logs (CI, batch jobs): a plain line at most once a second.
     plain = not quiet and not err_console.is_terminal
     last_line = [0.0]
@@ -144,6 +162,12 @@ def embed(
     workers: int = typer.Option(None, "--workers", min=0, help="Decode processes (default: one per core, max 16)."),
     decode_timeout: float = typer.Option(20.0, "--decode-timeout", min=0.1, help="Seconds allowed per image."),
     gpu_decode: str = typer.Option("auto", "--gpu-decode", help="auto|on|off: decode JPEGs with nvJPEG on CUDA."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (Ray Data: decode tasks and "
+                               "encoder actors on a Ray cluster; needs the ray extra)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to join: auto (the one `ray start` runs here) "
+                                "or HOST:PORT (default: start a private one for this run)."),
+    actors: int = typer.Option(None, "--actors", min=1, help="Ray encoder actors (default: one per GPU of the "
+                               "cluster, else half its CPUs)."),
     collection: str = CollectionOpt,
     store: str = StoreOpt,
     qdrant_url: str = UrlOpt,
@@ -157,7 +181,8 @@ def embed(
     if gpu_decode not in ("auto", "on", "off"):
         fail(f"--gpu-decode {gpu_decode!r}: use auto, on or off")
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
-    run_embed(source, s, model, pretrained, root, batch_size, workers, decode_timeout, gpu_decode, quiet)
+    run_embed(source, s, model, pretrained, root, batch_size, workers, decode_timeout, gpu_decode, quiet,
+              engine=engine, address=address, actors=actors)
 
 
 def collection_info(store, name: str) -> dict:
