@@ -35,13 +35,8 @@ def _stored(store_dir: Path, collection: str) -> tuple[dict[str, np.ndarray], di
         s.close()
 
 
-def test_ray_engine_stores_what_the_local_engine_stores(ray_cluster, tmp_path, monkeypatch):
+def test_ray_engine_stores_what_the_local_engine_stores(ray_cluster, tmp_path):
     from make_bad_images import write_bad_images
-
-    # The local engine decodes in this process (workers=0), the Ray one in fresh processes; PIL's
-    # bomb limit (quoted in the bomb's error) is process-global and importing curate.report.thumbs
-    # raises it, so pin this process to PIL's default, which the Ray workers have.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024 * 1024 // 4 // 3)
 
     expected = write_bad_images(tmp_path / "pool")
     pool = discover(tmp_path / "pool")

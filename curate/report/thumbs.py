@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from PIL import Image, ImageOps
 
 SIZE = 160  # longest side in pixels: sharp in a 120 px gallery tile on a 1.3x screen
 QUALITY = 78
-Image.MAX_IMAGE_PIXELS = 200_000_000  # the pool was decoded once already; thumbnails trust it
 
 
 def cache_folder(store_location: str, fallback: Path) -> Path:
@@ -28,11 +28,16 @@ def cache_folder(store_location: str, fallback: Path) -> Path:
 def make_thumb(src: str, dest: Path) -> bool:
     """Write one thumbnail; False when the source cannot be read (moved, deleted, corrupt)."""
     try:
-        with Image.open(src) as im:
-            im.draft("RGB", (SIZE * 2, SIZE * 2))  # JPEG: decode at reduced scale, far faster
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
-            rgb = im.convert("RGB")
+        # The pool was decoded once already (up to curate's own pixel cap, under PIL's hard limit),
+        # so PIL's size warning says nothing new here. Silence it locally: raising
+        # Image.MAX_IMAGE_PIXELS would loosen the bomb check for every decode in the process.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                im.draft("RGB", (SIZE * 2, SIZE * 2))  # JPEG: decode at reduced scale, far faster
+                im = ImageOps.exif_transpose(im)
+                im.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
+                rgb = im.convert("RGB")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".tmp")
         rgb.save(tmp, "WEBP", quality=QUALITY, method=4)
