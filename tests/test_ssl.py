@@ -288,3 +288,6 @@ def test_training_from_init_records_it_and_resume_needs_the_same_file(data, tmp_
     assert meta["training"]["init"] == str(ckpt) and len(meta["training"]["init_sha256"]) == 64
     with pytest.raises(ValueError, match="other settings: init"):
         train(data, TrainConfig(**{**cfg.settings(), "init": None, "epochs": 2}), tmp_path / "enc", CPU)
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), ckpt)  # other weights, same path
+    with pytest.raises(ValueError, match="changed since this run started"):
+        train(data, TrainConfig(**{**cfg.settings(), "epochs": 2}), tmp_path / "enc", CPU)

@@ -46,6 +46,8 @@ def train_encoder(
     image_size: int = typer.Option(32, "--image-size", min=8, max=1024, help="Training and embedding side in px."),
     lr: float = typer.Option(1e-3, "--lr", min=1e-7, max=10.0, help="Peak AdamW learning rate (cosine schedule)."),
     temperature: float = typer.Option(0.5, "--temperature", min=0.01, max=10.0, help="NT-Xent temperature."),
+    min_scale: float = typer.Option(0.25, "--min-scale", min=0.05, max=1.0, help="Smallest random crop, as a "
+                                    "share of the image area (higher for small glyphs such as digits)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (off for digits, text)."),
     seed: int = typer.Option(0, "--seed"),
     init: Path = typer.Option(None, "--init", help="Start from a pretrained backbone: a local torchvision weights "
@@ -104,7 +106,7 @@ def train_encoder(
 
         torch.set_num_threads(threads)
     cfg = TrainConfig(method=method, arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size,
-                      lr=lr, temperature=temperature, hflip=0.5 if flip else 0.0, seed=seed,
+                      lr=lr, temperature=temperature, min_scale=min_scale, hflip=0.5 if flip else 0.0, seed=seed,
                       init=str(init.expanduser().resolve()) if init else None)
     plain = not quiet and not err_console.is_terminal
     last = [0.0]

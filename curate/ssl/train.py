@@ -114,6 +114,7 @@ class Run:
         self.epoch = 0
         self.losses: list[float] = []
         self.init_sha256: str | None = None
+        self.seconds = 0.0  # training wall time over all finished epochs, resumes included
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -151,6 +152,7 @@ class Run:
             "settings": self.cfg.settings(),
             "pool": pool,
             "init_sha256": self.init_sha256,
+            "seconds": self.seconds,
             **{name: m.state_dict() for name, m in self.modules.items()},
             "optimizer": self.opt.state_dict(),
         }
@@ -170,11 +172,19 @@ class Run:
                 f"{path.parent} was trained on another set of images ({st['pool'].get('images')} images, now "
                 f"{pool['images']}); use another --out or --restart"
             )
+        if self.cfg.init and st.get("init_sha256") and Path(self.cfg.init).is_file():
+            from curate.encoders.base import file_sha256
+
+            if file_sha256(self.cfg.init) != st["init_sha256"]:
+                raise ValueError(
+                    f"--init {self.cfg.init} changed since this run started; use another --out or --restart"
+                )
         for name, m in self.modules.items():
             m.load_state_dict(st[name], strict=True)
         self.opt.load_state_dict(st["optimizer"])
         self.epoch, self.losses = int(st["epoch"]), [float(x) for x in st["losses"]]
         self.init_sha256 = st.get("init_sha256")
+        self.seconds = float(st.get("seconds", 0.0))
 
 
 def encoder_config(run: Run, pool: dict) -> dict:
@@ -190,6 +200,7 @@ def encoder_config(run: Run, pool: dict) -> dict:
         "weights": WEIGHTS_FILE,
         "epochs_done": run.epoch,
         "losses": [round(x, 5) for x in run.losses],
+        "train_seconds": round(run.seconds, 1),
         "training": {**cfg.settings(), "init_sha256": run.init_sha256, "epochs": cfg.epochs, "device": run.device.type},
         "pool": pool,
         "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -247,7 +258,7 @@ def train(
         _seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(n).tolist()
         run.train_mode()
-        epoch_loss = 0.0
+        epoch_loss, t_epoch = 0.0, time.perf_counter()
         for s in range(steps):
             per_image = [transform(data.images[i]) for i in order[s * bs : (s + 1) * bs]]
             views = [torch.stack(v) for v in zip(*per_image, strict=True)]
@@ -258,6 +269,7 @@ def train(
             if on_step is not None:
                 on_step(epoch + 1, s + 1, steps, loss, seen / max(time.perf_counter() - t0, 1e-9))
         run.epoch += 1
+        run.seconds += time.perf_counter() - t_epoch
         run.losses.append(epoch_loss / steps)
         save(run, out, pool)
         report.epochs_run += 1
