@@ -2,8 +2,9 @@
 
 The folder holds encoder.json (architecture, input size, normalisation, how and on what it
 was trained) and encoder.pt (the backbone's weights, loaded weights-only and strictly). The
-vector is the backbone's pooled feature (before the projection head), L2-normalized; images
-are resized and center-cropped to the training size.
+vector is the backbone's pooled feature (before the projection head) minus the pool's mean
+feature recorded at training (`center`; absent in older folders), L2-normalized; images are
+resized and center-cropped to the training size.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class SSLEncoder(Encoder):
         self.dim = int(model.dim)
         self.image_size = int(cfg["image_size"])
         self.image_transform = eval_transform(self.image_size, cfg["mean"], cfg["std"])
+        center = cfg.get("center")
+        if center is not None and len(center) != self.dim:
+            raise EncoderError(f"{weights.folder}: center has {len(center)} values, the {cfg['arch']} has {self.dim}")
+        self.center = None if center is None else torch.tensor(center, dtype=torch.float32, device=device)
         sha = file_sha256(weights.file)
         # Folder name + weights hash: readable, and a retrained folder never reuses a vector name.
         self.name = slug("ssl", weights.folder.name, sha[:8])
@@ -100,4 +105,5 @@ class SSLEncoder(Encoder):
         }
 
     def _forward_images(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        out = self.model(x)
+        return out if self.center is None else out.float() - self.center
