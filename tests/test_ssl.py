@@ -138,36 +138,46 @@ def test_ssl_encoder_gives_the_backbones_vectors_identically_on_reload(trained, 
     got = enc.encode_images(x)
     net = build_backbone("small-cnn", 16)
     net.load_state_dict(torch.load(out / WEIGHTS_FILE, weights_only=True))
-    center = torch.tensor(json.loads((out / CONFIG_FILE).read_text())["center"])
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    center, scale = torch.tensor(meta["center"]), torch.tensor(meta["scale"])
     with torch.inference_mode():
-        ref = torch.nn.functional.normalize(net.eval()(x) - center, dim=-1)
+        ref = torch.nn.functional.normalize((net.eval()(x) - center) / scale, dim=-1)
     assert got.shape == (5, 256) and torch.allclose(got, ref, atol=1e-6)
     again = encoder_from_spec(json.loads(json.dumps(enc.spec)), device="cpu")
     assert again.name == enc.name == f"ssl_enc_{enc.spec['checkpoint_sha256'][:8]}"
     assert torch.equal(again.encode_images(x), got)
 
 
-def test_center_is_the_pools_mean_feature_and_old_folders_embed_uncentered(trained, data, tmp_path):
-    """encoder.json's center is the mean backbone feature over the pool (all 16 images here), so
-    the pool's centred features average to zero; a folder without it embeds the raw feature."""
+def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(trained, data, tmp_path):
+    """encoder.json's center/scale are the mean and std of each backbone feature over the pool
+    (all 16 images here), so the pool's standardized features have mean 0 and std 1; a folder
+    without them embeds the raw feature, and a finished one gets them on the next run."""
     out, _ = trained
     cfg = json.loads((out / CONFIG_FILE).read_text())
     enc = load_encoder(f"ssl:{out}", device="cpu")
     x = torch.stack([enc.preprocess(im) for im in data.images])
     with torch.inference_mode():
         feats = enc.model(x)
-    assert len(cfg["center"]) == 256
+    assert len(cfg["center"]) == len(cfg["scale"]) == 256
     assert torch.allclose(torch.tensor(cfg["center"]), feats.mean(0), atol=1e-5)
-    assert torch.allclose((feats - enc.center).mean(0), torch.zeros(256), atol=1e-5)
+    z = (feats - enc.center) / enc.scale
+    assert torch.allclose(z.mean(0), torch.zeros(256), atol=1e-4)
+    varying = feats.std(0) > 1e-3
+    assert torch.allclose(z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     old = tmp_path / "old"
     old.mkdir()
-    (old / CONFIG_FILE).write_text(json.dumps({k: v for k, v in cfg.items() if k != "center"}))
+    (old / CONFIG_FILE).write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("center", "scale")}))
     (old / WEIGHTS_FILE).write_bytes((out / WEIGHTS_FILE).read_bytes())
     raw = load_encoder(f"ssl:{old}", device="cpu").encode_images(x)
     assert torch.allclose(raw, torch.nn.functional.normalize(feats, dim=-1), atol=1e-6)
     (old / CONFIG_FILE).write_text(json.dumps({**cfg, "center": cfg["center"][:10]}))
     with pytest.raises(EncoderError, match="center has 10 values, the small-cnn has 256"):
         load_encoder(f"ssl:{old}", device="cpu")
+    for name in (STATE_FILE, WEIGHTS_FILE):
+        (old / name).write_bytes((out / name).read_bytes())
+    (old / CONFIG_FILE).write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("center", "scale")}))
+    assert train(data, CFG, old, CPU).epochs_run == 0
+    assert json.loads((old / CONFIG_FILE).read_text())["scale"] == cfg["scale"]
 
 
 def test_ssl_loading_is_strict(trained, tmp_path):

@@ -115,7 +115,8 @@ class Run:
         self.losses: list[float] = []
         self.init_sha256: str | None = None
         self.seconds = 0.0  # training wall time over all finished epochs, resumes included
-        self.center: list[float] | None = None  # the encoder's mean feature over the pool (see pool_center)
+        self.center: list[float] | None = None  # the encoder's feature mean and std over the pool (pool_stats)
+        self.scale: list[float] | None = None
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -203,36 +204,40 @@ def encoder_config(run: Run, pool: dict) -> dict:
         "losses": [round(x, 5) for x in run.losses],
         "train_seconds": round(run.seconds, 1),
         "center": run.center,
+        "scale": run.scale,
         "training": {**cfg.settings(), "init_sha256": run.init_sha256, "epochs": cfg.epochs, "device": run.device.type},
         "pool": pool,
         "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
-CENTER_SAMPLE = 2048
+STATS_SAMPLE = 2048
 
 
-def pool_center(run: Run, data: TrainImages) -> list[float]:
-    """Mean feature of the encoder over the pool (an evenly spaced sample of CENTER_SAMPLE
-    images, as `ssl:` embeds them), which `ssl:` subtracts before L2-normalizing.
+def pool_stats(run: Run, data: TrainImages) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of each feature of the encoder over the pool (an evenly
+    spaced sample of STATS_SAMPLE images, as `ssl:` embeds them); `ssl:` standardizes with them
+    before L2-normalizing.
 
     Why: pooled post-ReLU features are all positive, so the raw vectors share one dominant
-    direction and lie in a narrow cone (cosine ~0.8 between unrelated images). Distances and
-    k-means on the unit sphere then see mostly that common part, and a regularized probe
-    trained on a few labels underfits; centred, unrelated images sit near cosine 0. Uses no
-    randomness, so resumed runs stay identical."""
+    direction and lie in a narrow cone, and a few high-variance features dominate the rest.
+    Distances, k-means and a regularized probe trained on a few labels then see mostly the
+    common part (typicality selection at 10-50 labels lost to `pixels`, see BENCHMARKS.md).
+    Uses no randomness, so resumed runs stay identical."""
     from curate.encoders.ssl_encoder import eval_transform
 
     tf = eval_transform(run.cfg.image_size, list(MEAN), list(STD))
-    rows = np.unique(np.linspace(0, len(data.images) - 1, min(CENTER_SAMPLE, len(data.images))).astype(int))
+    rows = np.unique(np.linspace(0, len(data.images) - 1, min(STATS_SAMPLE, len(data.images))).astype(int))
     net = run.encoder
     net.eval()
-    total = torch.zeros(net.dim, dtype=torch.float64)
+    feats = []
     with torch.inference_mode():
         for i in range(0, len(rows), 256):
             x = torch.stack([tf(data.images[r]) for r in rows[i : i + 256]]).to(run.device)
-            total += net(x).double().sum(0).cpu()
-    return (total / len(rows)).float().tolist()
+            feats.append(net(x).double().cpu())
+    f = torch.cat(feats)
+    std = f.std(0, unbiased=False).clamp_min(1e-6)  # a feature constant over the pool: left unscaled
+    return f.mean(0).float().tolist(), std.float().tolist()
 
 
 def save(run: Run, out: Path, pool: dict) -> None:
@@ -275,6 +280,9 @@ def train(
         run.start_from(cfg.init)
     report = TrainReport(out, run.epoch, 0, n, len(data.failed), resumed_from=run.epoch)
     if run.epoch >= cfg.epochs:
+        if "scale" not in json.loads((out / CONFIG_FILE).read_text()):  # finished before pool_stats existed
+            run.center, run.scale = pool_stats(run, data)
+            save(run, out, pool)
         return report
     transform = run.method.transform()
     bs = min(cfg.batch_size, n)
@@ -298,7 +306,7 @@ def train(
                 on_step(epoch + 1, s + 1, steps, loss, seen / max(time.perf_counter() - t0, 1e-9))
         run.epoch += 1
         run.seconds += time.perf_counter() - t_epoch
-        run.center = pool_center(run, data)
+        run.center, run.scale = pool_stats(run, data)
         run.losses.append(epoch_loss / steps)
         save(run, out, pool)
         report.epochs_run += 1
