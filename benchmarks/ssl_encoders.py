@@ -372,6 +372,10 @@ def main() -> None:
             row["scores"][encoder] = scores(name, encoder, emb, y, args.seeds)
             both = np.concatenate([emb, embed(f"{name}-planted", encoder, copies, ssl_dir)])
             row["dedup"][encoder] = dedup_scores(both, len(paths), origin, kinds, families[encoder])
+        if (CACHE / "results.json").is_file():  # another dataset's run may have written meanwhile
+            on_disk = json.loads((CACHE / "results.json").read_text())
+            results["datasets"] = {**on_disk["datasets"], **results["datasets"]}
+            results["dates"] = {**on_disk.get("dates", {}), **results["dates"]}
         results["datasets"][name] = row
         (CACHE / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))
