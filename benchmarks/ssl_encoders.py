@@ -2,7 +2,7 @@
 and ImageNet MobileNetV2 features: k-NN and linear-probe accuracy, label efficiency of selection,
 and dedup of planted near-duplicates.
 
-    python -m benchmarks.ssl_encoders --epochs 6 6            # both datasets, as in BENCHMARKS.md
+    python -m benchmarks.ssl_encoders --epochs 4 4            # both datasets, as in BENCHMARKS.md
     python -m benchmarks.ssl_encoders --selection             # label-efficiency tables (cached embeddings)
     python -m benchmarks.ssl_encoders --tables                # print the saved results again
     python -m benchmarks.ssl_encoders --limit 100 --epochs 1  # smoke run
@@ -22,8 +22,8 @@ Encoders:
   ssl        `curate train-encoder` (default here: SimCLR, small-cnn, 256-d, temperature 0.2,
              crops of at least 40% of the image) trained on all images of the pool without
              labels, as a team would train it on its unlabeled pool; the same code as the CLI
-             (curate.ssl.train), at --threads torch threads; embedded through `ssl:` (centred
-             on the pool's mean feature, L2-normalized)
+             (curate.ssl.train), at --threads torch threads; embedded through `ssl:` (each
+             feature standardized with its pool mean and std, then L2-normalized)
 Evaluation: for each seed a stratified 75/25 split; k-NN (k=10, cosine, majority vote) and a
 logistic-regression probe on standardized features, trained on the 75% and scored on the 25%.
 Mean +- std over seeds. Selection (--selection): random and typicality (what `auto` runs at
@@ -322,7 +322,7 @@ def selection_table(name: str, res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["mnist", "textile"], choices=["mnist", "textile"])
-    ap.add_argument("--epochs", type=int, nargs="+", default=[6, 6], help="ssl epochs per dataset, in order")
+    ap.add_argument("--epochs", type=int, nargs="+", default=[4, 4], help="ssl epochs per dataset, in order")
     ap.add_argument("--method", default="simclr", choices=["simclr", "dino"])
     ap.add_argument("--arch", default="small-cnn")
     ap.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature")
