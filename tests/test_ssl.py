@@ -19,10 +19,11 @@ from curate.encoders import EncoderError, encoder_from_spec, load_encoder  # noq
 from curate.ssl import CONFIG_FILE, STATE_FILE, WEIGHTS_FILE  # noqa: E402
 from curate.ssl.archs import build_backbone  # noqa: E402
 from curate.ssl.images import TrainImages  # noqa: E402
-from curate.ssl.train import Run, TrainConfig, augmentation, train  # noqa: E402
+from curate.ssl.train import Run, TrainConfig, train  # noqa: E402
 
 CPU = torch.device("cpu")
 CFG = TrainConfig(image_size=16, epochs=2, batch_size=8, lr=3e-3, hflip=0.0)
+DINO = TrainConfig(**{**CFG.settings(), "epochs": 2, "method": "dino", "dino_out": 64})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,13 +61,31 @@ def trained(tmp_path_factory, data):
     return out, report
 
 
+def _fixed_batch(run: Run, images: list[Image.Image]) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    transform = run.method.transform()
+    return [torch.stack(v) for v in zip(*[transform(im) for im in images], strict=True)]
+
+
 def test_loss_decreases_on_a_fixed_batch(data):
     run = Run(CFG, CPU)
-    torch.manual_seed(0)
-    views = [augmentation(CFG)(im) for im in data.images]
-    x0, x1 = torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
-    losses = [run.step(x0, x1, 3e-3) for _ in range(12)]
+    views = _fixed_batch(run, data.images)
+    losses = [run.step(views, 3e-3) for _ in range(12)]
     assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_dino_student_learns_the_teacher_on_a_fixed_batch(data):
+    """Two global crops and two half-size local crops per image; the student's cross-entropy
+    to the EMA teacher falls, and the teacher moves (EMA) while never getting gradients."""
+    run = Run(DINO, CPU)
+    views = _fixed_batch(run, data.images)
+    assert [tuple(v.shape) for v in views] == [(16, 3, 16, 16)] * 2 + [(16, 3, 8, 8)] * 2
+    teacher0 = {k: v.clone() for k, v in run.method.teacher.state_dict().items()}
+    losses = [run.step(views, 3e-3, progress=i / 12) for i in range(5)]
+    assert losses[-1] < losses[0] - 1.0, losses
+    assert all(p.grad is None for p in run.method.teacher.parameters())
+    moved = [k for k, v in run.method.teacher.state_dict().items() if not torch.equal(v, teacher0[k])]
+    assert "features.0.weight" in moved
 
 
 def test_training_writes_an_encoder_folder(trained, data):
@@ -119,12 +138,46 @@ def test_ssl_encoder_gives_the_backbones_vectors_identically_on_reload(trained, 
     got = enc.encode_images(x)
     net = build_backbone("small-cnn", 16)
     net.load_state_dict(torch.load(out / WEIGHTS_FILE, weights_only=True))
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    center, scale = torch.tensor(meta["center"]), torch.tensor(meta["scale"])
     with torch.inference_mode():
-        ref = torch.nn.functional.normalize(net.eval()(x), dim=-1)
+        ref = torch.nn.functional.normalize((net.eval()(x) - center) / scale, dim=-1)
     assert got.shape == (5, 256) and torch.allclose(got, ref, atol=1e-6)
     again = encoder_from_spec(json.loads(json.dumps(enc.spec)), device="cpu")
     assert again.name == enc.name == f"ssl_enc_{enc.spec['checkpoint_sha256'][:8]}"
     assert torch.equal(again.encode_images(x), got)
+
+
+def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(trained, data, tmp_path):
+    """encoder.json's center/scale are the mean and std of each backbone feature over the pool
+    (all 16 images here), so the pool's standardized features have mean 0 and std 1; a folder
+    without them embeds the raw feature, and a finished one gets them on the next run."""
+    out, _ = trained
+    cfg = json.loads((out / CONFIG_FILE).read_text())
+    enc = load_encoder(f"ssl:{out}", device="cpu")
+    x = torch.stack([enc.preprocess(im) for im in data.images])
+    with torch.inference_mode():
+        feats = enc.model(x)
+    assert len(cfg["center"]) == len(cfg["scale"]) == 256
+    assert torch.allclose(torch.tensor(cfg["center"]), feats.mean(0), atol=1e-5)
+    z = (feats - enc.center) / enc.scale
+    assert torch.allclose(z.mean(0), torch.zeros(256), atol=1e-4)
+    varying = feats.std(0) > 1e-3
+    assert torch.allclose(z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / CONFIG_FILE).write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("center", "scale")}))
+    (old / WEIGHTS_FILE).write_bytes((out / WEIGHTS_FILE).read_bytes())
+    raw = load_encoder(f"ssl:{old}", device="cpu").encode_images(x)
+    assert torch.allclose(raw, torch.nn.functional.normalize(feats, dim=-1), atol=1e-6)
+    (old / CONFIG_FILE).write_text(json.dumps({**cfg, "center": cfg["center"][:10]}))
+    with pytest.raises(EncoderError, match="center has 10 values, the small-cnn has 256"):
+        load_encoder(f"ssl:{old}", device="cpu")
+    for name in (STATE_FILE, WEIGHTS_FILE):
+        (old / name).write_bytes((out / name).read_bytes())
+    (old / CONFIG_FILE).write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("center", "scale")}))
+    assert train(data, CFG, old, CPU).epochs_run == 0
+    assert json.loads((old / CONFIG_FILE).read_text())["scale"] == cfg["scale"]
 
 
 def test_ssl_loading_is_strict(trained, tmp_path):
@@ -173,7 +226,102 @@ def test_cli_trains_on_a_collection_skipping_failed_images_and_embeds_with_it(tm
     assert r.exit_code == 2 and "--arch 'vit-huge': choose one of small-cnn, resnet18" in r.output
 
 
+def test_cli_dino_and_init_options(tmp_path):
+    runner = CliRunner()
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i, im in enumerate(_images(8)):
+        im.save(pool / f"{i:02d}.png")
+    out = tmp_path / "enc"
+    base = ["train-encoder", str(pool), "--out", str(out), "--image-size", "16", "--batch-size", "8", "-q"]
+    r = runner.invoke(app, [*base, "--init", str(tmp_path / "nope.pth")])
+    assert r.exit_code == 2 and "--init" in r.output and "no such file" in r.output, r.output
+    r = runner.invoke(app, [*base, "--method", "byol"])
+    assert r.exit_code == 2 and "choose one of simclr, dino" in r.output, r.output
+    r = runner.invoke(app, [*base, "--method", "dino", "--epochs", "1"])
+    assert r.exit_code == 0 and "trained 1 epoch(s) on 8 images" in r.output, r.output
+    assert json.loads((out / CONFIG_FILE).read_text())["training"]["method"] == "dino"
+
+
 def test_missing_lightly_is_a_one_line_error(monkeypatch, data, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "lightly.loss.ntx_ent_loss", None)
     with pytest.raises(ValueError, match=r"needs the lightly package .*pip install 'curate\[ssl\]'"):
         train(data, CFG, tmp_path / "enc", CPU)
+
+
+def test_dino_trains_resumes_exactly_and_embeds_with_the_teacher(data, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(data, DINO, full, CPU)
+
+    def stop_after_first(epoch: int, loss: float) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, DINO, part, CPU, on_epoch=stop_after_first)
+    assert train(data, DINO, part, CPU).resumed_from == 1
+    a = torch.load(full / STATE_FILE, weights_only=True)
+    b = torch.load(part / STATE_FILE, weights_only=True)
+    assert a["losses"] == b["losses"] and len(a["losses"]) == 2
+    for part_name in ("backbone", "head", "teacher", "teacher_head", "criterion"):
+        assert all(torch.equal(a[part_name][k], b[part_name][k]) for k in a[part_name]), part_name
+    saved = torch.load(full / WEIGHTS_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], a["teacher"][k]) for k in saved)  # the encoder is the teacher
+    assert not all(torch.equal(saved[k], a["backbone"][k]) for k in saved)
+    enc = load_encoder(f"ssl:{full}", device="cpu")
+    x = torch.stack([enc.preprocess(im) for im in data.images[:4]])
+    assert torch.equal(enc.encode_images(x), load_encoder(f"ssl:{full}", device="cpu").encode_images(x))
+    assert json.loads((full / CONFIG_FILE).read_text())["training"]["method"] == "dino"
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
+def test_init_loads_every_tensor_of_a_torchvision_checkpoint(arch, data, tmp_path):
+    """A torchvision classifier's file (its head included) starts the backbone: every tensor
+    is the file's; the run records the file's hash; another architecture's file is refused."""
+    import torchvision
+
+    size = 16 if arch == "mobilenet_v2" else 72  # resnet18 keeps its ImageNet stem above 64 px
+    torch.manual_seed(1)
+    ref = getattr(torchvision.models, arch)(weights=None)
+    ckpt = tmp_path / f"{arch}.pth"
+    torch.save(ref.state_dict(), ckpt)
+    cfg = TrainConfig(**{**CFG.settings(), "arch": arch, "image_size": size, "init": str(ckpt), "epochs": 1})
+    run = Run(cfg, CPU)
+    run.start_from(str(ckpt))
+    own = run.method.backbone.state_dict()
+    want = ref.state_dict()
+    assert len(own) > 50 and all(torch.equal(v, want[k]) for k, v in own.items())
+    assert run.init_sha256 and len(run.init_sha256) == 64
+    other = "resnet18" if arch == "mobilenet_v2" else "mobilenet_v2"
+    torch.save(getattr(torchvision.models, other)(weights=None).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"--init: checkpoint .*other.pth fills 0 of \d+ tensors"):
+        Run(cfg, CPU).start_from(str(tmp_path / "other.pth"))
+    with pytest.raises(ValueError, match="no such file"):
+        Run(cfg, CPU).start_from(str(tmp_path / "missing.pth"))
+
+
+def test_init_into_the_small_image_resnet_stem_says_what_to_do(tmp_path):
+    import torchvision
+
+    ckpt = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ckpt)
+    cfg = TrainConfig(**{**CFG.settings(), "arch": "resnet18", "image_size": 32})
+    with pytest.raises(ValueError, match="7x7 ImageNet stem does not fit .* use --image-size 65 or more"):
+        Run(cfg, CPU).start_from(str(ckpt))
+
+
+def test_training_from_init_records_it_and_resume_needs_the_same_file(data, tmp_path):
+    import torchvision
+
+    ckpt = tmp_path / "mnv2.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), ckpt)
+    cfg = TrainConfig(**{**CFG.settings(), "arch": "mobilenet_v2", "init": str(ckpt), "epochs": 1, "batch_size": 16})
+    train(data, cfg, tmp_path / "enc", CPU)
+    meta = json.loads((tmp_path / "enc" / CONFIG_FILE).read_text())
+    assert meta["arch"] == "mobilenet_v2" and meta["dim"] == 1280
+    assert meta["training"]["init"] == str(ckpt) and len(meta["training"]["init_sha256"]) == 64
+    with pytest.raises(ValueError, match="other settings: init"):
+        train(data, TrainConfig(**{**cfg.settings(), "init": None, "epochs": 2}), tmp_path / "enc", CPU)
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), ckpt)  # other weights, same path
+    with pytest.raises(ValueError, match="changed since this run started"):
+        train(data, TrainConfig(**{**cfg.settings(), "epochs": 2}), tmp_path / "enc", CPU)

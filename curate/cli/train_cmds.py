@@ -46,8 +46,12 @@ def train_encoder(
     image_size: int = typer.Option(32, "--image-size", min=8, max=1024, help="Training and embedding side in px."),
     lr: float = typer.Option(1e-3, "--lr", min=1e-7, max=10.0, help="Peak AdamW learning rate (cosine schedule)."),
     temperature: float = typer.Option(0.5, "--temperature", min=0.01, max=10.0, help="NT-Xent temperature."),
+    min_scale: float = typer.Option(0.25, "--min-scale", min=0.05, max=1.0, help="Smallest random crop, as a "
+                                    "share of the image area (higher for small glyphs such as digits)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (off for digits, text)."),
     seed: int = typer.Option(0, "--seed"),
+    init: Path = typer.Option(None, "--init", help="Start from a pretrained backbone: a local torchvision weights "
+                              "file of --arch (e.g. ImageNet mobilenet_v2), loaded strictly, then adapted."),
     restart: bool = typer.Option(False, "--restart", help="Discard a previous run in --out and start over."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: one per core; "
                                 "1 is often faster on a machine busy with other work)."),
@@ -56,7 +60,7 @@ def train_encoder(
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Train a self-supervised encoder (SimCLR) on a pool's own images; embed with --model ssl:OUT.
+    """Train a self-supervised encoder (SimCLR or DINO) on a pool's own images; embed with --model ssl:OUT.
 
     Example: curate train-encoder digits/ --arch small-cnn --epochs 10 --no-flip --out enc/digits
     """
@@ -64,6 +68,8 @@ def train_encoder(
         fail(f"--method {method!r} is not implemented; choose one of {', '.join(METHODS)}")
     if arch not in ARCHS:
         fail(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    if init is not None and not init.is_file():
+        fail(f"--init {init}: no such file; give a local torchvision weights file (.pth/.pt) of --arch {arch}")
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file; give a folder for the encoder")
     s = settings(store=store, qdrant_url=qdrant_url, device=device)
@@ -100,7 +106,8 @@ def train_encoder(
 
         torch.set_num_threads(threads)
     cfg = TrainConfig(method=method, arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size,
-                      lr=lr, temperature=temperature, hflip=0.5 if flip else 0.0, seed=seed)
+                      lr=lr, temperature=temperature, min_scale=min_scale, hflip=0.5 if flip else 0.0, seed=seed,
+                      init=str(init.expanduser().resolve()) if init else None)
     plain = not quiet and not err_console.is_terminal
     last = [0.0]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

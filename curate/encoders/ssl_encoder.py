@@ -2,8 +2,10 @@
 
 The folder holds encoder.json (architecture, input size, normalisation, how and on what it
 was trained) and encoder.pt (the backbone's weights, loaded weights-only and strictly). The
-vector is the backbone's pooled feature (before the projection head), L2-normalized; images
-are resized and center-cropped to the training size.
+vector is the backbone's pooled feature (before the projection head) standardized with the
+pool's feature mean and std recorded at training (`center`, `scale`; absent in older folders,
+which embed the raw feature), then L2-normalized; images are resized and center-cropped to the
+training size.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class SSLEncoder(Encoder):
         self.dim = int(model.dim)
         self.image_size = int(cfg["image_size"])
         self.image_transform = eval_transform(self.image_size, cfg["mean"], cfg["std"])
+        self.center, self.scale = (self._stat(cfg, k, weights.folder, device) for k in ("center", "scale"))
         sha = file_sha256(weights.file)
         # Folder name + weights hash: readable, and a retrained folder never reuses a vector name.
         self.name = slug("ssl", weights.folder.name, sha[:8])
@@ -99,5 +102,18 @@ class SSLEncoder(Encoder):
             "checkpoint_sha256": sha,
         }
 
+    def _stat(self, cfg: dict, key: str, folder: Path, device: torch.device) -> torch.Tensor | None:
+        values = cfg.get(key)
+        if values is None:
+            return None
+        if len(values) != self.dim:
+            raise EncoderError(f"{folder}: {key} has {len(values)} values, the {cfg['arch']} has {self.dim}")
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
     def _forward_images(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        out = self.model(x)
+        if self.center is not None:
+            out = out.float() - self.center
+        if self.scale is not None:
+            out = out.float() / self.scale
+        return out

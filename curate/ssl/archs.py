@@ -2,9 +2,13 @@
 
 `small-cnn` is sized for CPUs and small images (MNIST-size: ~15M multiply-adds per 32x32
 image); `resnet18` is torchvision's, with the CIFAR-style stem (3x3 conv, no max-pool) when
-images are 64 px or smaller, so they are not shrunk to 1x1 before the last stage."""
+images are 64 px or smaller, so they are not shrunk to 1x1 before the last stage;
+`mobilenet_v2` is torchvision's feature extractor (1280-d), the usual start from ImageNet
+weights (`--init`) on a CPU. Parameter names are torchvision's, so its checkpoints load as they are."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,10 +50,47 @@ def _resnet18(input_size: int) -> nn.Module:
     return model
 
 
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 without its classifier: `features`, then a global average."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import torchvision
+
+        self.features = torchvision.models.mobilenet_v2(weights=None).features
+        self.dim = 1280
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
 def build_backbone(arch: str, input_size: int) -> nn.Module:
     """A fresh backbone with a `dim` attribute; ValueError naming the choices for an unknown arch."""
     if arch == "small-cnn":
         return SmallCNN()
     if arch == "resnet18":
         return _resnet18(input_size)
+    if arch == "mobilenet_v2":
+        return MobileNetV2()
     raise ValueError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def init_backbone(model: nn.Module, path: str | Path, arch: str, input_size: int) -> str:
+    """Load pretrained weights into `model`, refusing unless they fill every tensor (a
+    classifier head in the file is ignored); returns the file's sha256. ValueError otherwise."""
+    from curate.encoders.base import EncoderError, file_sha256, load_strict, read_state_dict, tensors_matched
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"--init {file}: no such file; give a local torchvision weights file (.pth/.pt)")
+    try:
+        sd = read_state_dict(file)
+        if arch == "resnet18" and input_size <= 64 and tensors_matched(model, sd)[2] == ["conv1.weight"]:
+            raise ValueError(
+                f"--init {file}: its 7x7 ImageNet stem does not fit resnet18's 3x3 stem for images of 64 px "
+                "or less; use --image-size 65 or more, or --arch mobilenet_v2"
+            )
+        load_strict(model, sd, file, f"{arch} (--arch)")
+    except EncoderError as e:
+        raise ValueError(f"--init: {e}") from None
+    return file_sha256(file)

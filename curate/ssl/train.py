@@ -1,9 +1,9 @@
-"""SimCLR on the pool's own images, resumable at every epoch.
+"""Self-supervised training on the pool's own images, resumable at every epoch.
 
-lightly supplies what it is made for: the NT-Xent loss, the projection head and the SimCLR
-augmentations (random resized crop, flip, colour jitter, grayscale, blur); the loop, the
-checkpoints and the encoder folder are ours. Augmentations are scaled for small images: blur
-off and milder colour jitter at 64 px and below, crops of at least a quarter of the image.
+The objectives (SimCLR, DINO) are in methods.py, built from lightly's losses, heads and view
+transforms; the loop, the checkpoints and the encoder folder are ours. A run can start from a
+pretrained backbone (`init`: a local torchvision checkpoint, loaded strictly) and adapt it to
+the pool.
 
 Every epoch is seeded from (seed, epoch), so a run resumed from the checkpoint of epoch k
 trains exactly as the uninterrupted run would have. On CUDA the forward pass runs in bf16
@@ -27,11 +27,9 @@ import torch
 
 from curate.files import write_atomic
 from curate.ssl import CONFIG_FILE, FORMAT, METHODS, STATE_FILE, WEIGHTS_FILE
-from curate.ssl.archs import build_backbone
+from curate.ssl.archs import build_backbone, init_backbone
 from curate.ssl.images import TrainImages
-
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from curate.ssl.methods import MEAN, METHOD_CLASSES, STD
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,17 @@ class TrainConfig:
     hflip: float = 0.5  # 0 for content whose mirror image means something else (digits, text)
     min_scale: float = 0.25
     seed: int = 0
+    init: str | None = None  # a pretrained backbone's weights file to start from
+    dino_out: int = 1024  # DINO head's output dimension
+    local_views: int = 2  # DINO's small crops per image
 
     def settings(self) -> dict:
         """Everything that must match for a resume to continue the same run (not `epochs`:
         raising it continues a finished run, with the cosine schedule stretched)."""
         return {k: v for k, v in asdict(self).items() if k != "epochs"}
+
+
+DEFAULTS = TrainConfig().settings()  # what a checkpoint written before a setting existed used
 
 
 @dataclass
@@ -77,29 +81,6 @@ class TrainReport:
         )
 
 
-def _lightly():
-    """lightly is an optional dependency: only training needs it, never loading an encoder."""
-    try:
-        from lightly.loss.ntx_ent_loss import NTXentLoss
-        from lightly.models.modules.heads import SimCLRProjectionHead
-        from lightly.transforms.simclr_transform import SimCLRTransform
-    except ImportError as e:
-        raise ValueError(f"train-encoder needs the lightly package ({e}); pip install 'curate[ssl]'") from None
-    return NTXentLoss, SimCLRProjectionHead, SimCLRTransform
-
-
-def augmentation(cfg: TrainConfig):  # noqa: ANN201 - lightly's two-view transform
-    small = cfg.image_size <= 64
-    return _lightly()[2](
-        input_size=cfg.image_size,
-        min_scale=cfg.min_scale,
-        cj_strength=0.5 if small else 1.0,
-        gaussian_blur=0.0 if small else 0.5,
-        hf_prob=cfg.hflip,
-        normalize={"mean": list(MEAN), "std": list(STD)},
-    )
-
-
 def pool_fingerprint(paths: list[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -117,34 +98,52 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 class Run:
-    """Backbone, projection head, optimizer and the bookkeeping a checkpoint holds."""
+    """Backbone, the method's head(s), optimizer and the bookkeeping a checkpoint holds."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         if cfg.method not in METHODS:
             raise ValueError(f"--method {cfg.method!r} is not implemented; choose one of {', '.join(METHODS)}")
-        loss_cls, head_cls, _ = _lightly()
         _seed(cfg.seed)
         self.cfg, self.device = cfg, device
-        self.backbone = build_backbone(cfg.arch, cfg.image_size).to(device)
-        dim = self.backbone.dim
-        self.head = head_cls(dim, dim, cfg.projection_dim).to(device)
-        self.criterion = loss_cls(temperature=cfg.temperature)
-        params = list(self.backbone.parameters()) + list(self.head.parameters())
+        self.method = METHOD_CLASSES[cfg.method](cfg, build_backbone(cfg.arch, cfg.image_size))
+        self.modules = {**self.method.trainable(), **self.method.extra()}
+        for m in self.modules.values():
+            m.to(device)
+        params = [p for m in self.method.trainable().values() for p in m.parameters()]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epoch = 0
         self.losses: list[float] = []
+        self.init_sha256: str | None = None
+        self.seconds = 0.0  # training wall time over all finished epochs, resumes included
+        self.center: list[float] | None = None  # the encoder's feature mean and std over the pool (pool_stats)
+        self.scale: list[float] | None = None
 
-    def step(self, x0: torch.Tensor, x1: torch.Tensor, lr: float) -> float:
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The network `ssl:DIR` embeds with (SimCLR: the backbone; DINO: the teacher's)."""
+        return self.method.encoder()
+
+    def start_from(self, path: str) -> None:
+        """Load a pretrained backbone (student and, for DINO, teacher) from a weights file."""
+        self.init_sha256 = init_backbone(self.method.backbone, path, self.cfg.arch, self.cfg.image_size)
+        if hasattr(self.method, "teacher"):
+            self.method.teacher.load_state_dict(self.method.backbone.state_dict())
+
+    def train_mode(self) -> None:
+        for m in self.modules.values():
+            m.train()
+
+    def step(self, views: list[torch.Tensor], lr: float, progress: float = 0.0) -> float:
+        """One optimizer step on a batch of views (each a [B, 3, H, W] tensor); `progress` in
+        [0, 1] is how far the run is (DINO's teacher momentum follows it)."""
         for group in self.opt.param_groups:
             group["lr"] = lr
-        x = torch.cat([x0, x1]).to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            z = self.head(self.backbone(x))
-        z0, z1 = z.float().chunk(2)
-        loss = self.criterion(z0, z1)
+        views = [v.to(self.device, non_blocking=True) for v in views]
+        loss = self.method.loss(views, self.device.type == "cuda", progress, self.epoch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        self.method.after_step(progress)
         return float(loss.detach())
 
     def state(self, pool: dict) -> dict:
@@ -154,8 +153,9 @@ class Run:
             "losses": list(self.losses),
             "settings": self.cfg.settings(),
             "pool": pool,
-            "backbone": self.backbone.state_dict(),
-            "head": self.head.state_dict(),
+            "init_sha256": self.init_sha256,
+            "seconds": self.seconds,
+            **{name: m.state_dict() for name, m in self.modules.items()},
             "optimizer": self.opt.state_dict(),
         }
 
@@ -164,19 +164,29 @@ class Run:
         st = torch.load(path, map_location=self.device, weights_only=True)
         if st.get("format") != FORMAT:
             raise ValueError(f"{path} is not a curate train-encoder checkpoint; use another --out or --restart")
-        diff = [k for k, v in self.cfg.settings().items() if st["settings"].get(k) != v]
+        before = {k: st["settings"].get(k, DEFAULTS[k]) for k in DEFAULTS}
+        diff = [k for k, v in self.cfg.settings().items() if before.get(k) != v]
         if diff:
-            was = ", ".join(f"{k} {st['settings'].get(k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
+            was = ", ".join(f"{k} {before.get(k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
             raise ValueError(f"{path.parent} holds a run with other settings: {was}; use another --out or --restart")
         if st["pool"].get("paths_sha256") != pool["paths_sha256"]:
             raise ValueError(
                 f"{path.parent} was trained on another set of images ({st['pool'].get('images')} images, now "
                 f"{pool['images']}); use another --out or --restart"
             )
-        self.backbone.load_state_dict(st["backbone"], strict=True)
-        self.head.load_state_dict(st["head"], strict=True)
+        if self.cfg.init and st.get("init_sha256") and Path(self.cfg.init).is_file():
+            from curate.encoders.base import file_sha256
+
+            if file_sha256(self.cfg.init) != st["init_sha256"]:
+                raise ValueError(
+                    f"--init {self.cfg.init} changed since this run started; use another --out or --restart"
+                )
+        for name, m in self.modules.items():
+            m.load_state_dict(st[name], strict=True)
         self.opt.load_state_dict(st["optimizer"])
         self.epoch, self.losses = int(st["epoch"]), [float(x) for x in st["losses"]]
+        self.init_sha256 = st.get("init_sha256")
+        self.seconds = float(st.get("seconds", 0.0))
 
 
 def encoder_config(run: Run, pool: dict) -> dict:
@@ -185,23 +195,55 @@ def encoder_config(run: Run, pool: dict) -> dict:
     return {
         "format": FORMAT,
         "arch": cfg.arch,
-        "dim": int(run.backbone.dim),
+        "dim": int(run.encoder.dim),
         "image_size": cfg.image_size,
         "mean": list(MEAN),
         "std": list(STD),
         "weights": WEIGHTS_FILE,
         "epochs_done": run.epoch,
         "losses": [round(x, 5) for x in run.losses],
-        "training": {**cfg.settings(), "epochs": cfg.epochs, "device": run.device.type},
+        "train_seconds": round(run.seconds, 1),
+        "center": run.center,
+        "scale": run.scale,
+        "training": {**cfg.settings(), "init_sha256": run.init_sha256, "epochs": cfg.epochs, "device": run.device.type},
         "pool": pool,
         "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
+STATS_SAMPLE = 2048
+
+
+def pool_stats(run: Run, data: TrainImages) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of each feature of the encoder over the pool (an evenly
+    spaced sample of STATS_SAMPLE images, as `ssl:` embeds them); `ssl:` standardizes with them
+    before L2-normalizing.
+
+    Why: pooled post-ReLU features are all positive, so the raw vectors share one dominant
+    direction and lie in a narrow cone, and a few high-variance features dominate the rest.
+    Distances, k-means and a regularized probe trained on a few labels then see mostly the
+    common part (typicality selection at 10-50 labels lost to `pixels`, see BENCHMARKS.md).
+    Uses no randomness, so resumed runs stay identical."""
+    from curate.encoders.ssl_encoder import eval_transform
+
+    tf = eval_transform(run.cfg.image_size, list(MEAN), list(STD))
+    rows = np.unique(np.linspace(0, len(data.images) - 1, min(STATS_SAMPLE, len(data.images))).astype(int))
+    net = run.encoder
+    net.eval()
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), 256):
+            x = torch.stack([tf(data.images[r]) for r in rows[i : i + 256]]).to(run.device)
+            feats.append(net(x).double().cpu())
+    f = torch.cat(feats)
+    std = f.std(0, unbiased=False).clamp_min(1e-6)  # a feature constant over the pool: left unscaled
+    return f.mean(0).float().tolist(), std.float().tolist()
+
+
 def save(run: Run, out: Path, pool: dict) -> None:
     """Weights and config first, the training state last: a crash between them leaves a state
     one epoch behind, whose re-run (seeded) writes the same weights again."""
-    write_atomic(out / WEIGHTS_FILE, lambda tmp: torch.save(run.backbone.state_dict(), tmp))
+    write_atomic(out / WEIGHTS_FILE, lambda tmp: torch.save(run.encoder.state_dict(), tmp))
     cfg_text = json.dumps(encoder_config(run, pool), indent=2)
     write_atomic(out / CONFIG_FILE, lambda tmp: tmp.write_text(cfg_text))
     write_atomic(out / STATE_FILE, lambda tmp: torch.save(run.state(pool), tmp))
@@ -234,10 +276,15 @@ def train(
     run = Run(cfg, device)
     if (out / STATE_FILE).is_file():
         run.restore(out / STATE_FILE, pool)
+    elif cfg.init:
+        run.start_from(cfg.init)
     report = TrainReport(out, run.epoch, 0, n, len(data.failed), resumed_from=run.epoch)
     if run.epoch >= cfg.epochs:
+        if "scale" not in json.loads((out / CONFIG_FILE).read_text()):  # finished before pool_stats existed
+            run.center, run.scale = pool_stats(run, data)
+            save(run, out, pool)
         return report
-    transform = augmentation(cfg)
+    transform = run.method.transform()
     bs = min(cfg.batch_size, n)
     steps = n // bs  # the last partial batch is dropped: tiny batches make NT-Xent noisy
     total = cfg.epochs * steps
@@ -246,19 +293,20 @@ def train(
         epoch = run.epoch
         _seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(n).tolist()
-        run.backbone.train()
-        run.head.train()
-        epoch_loss = 0.0
+        run.train_mode()
+        epoch_loss, t_epoch = 0.0, time.perf_counter()
         for s in range(steps):
-            views = [transform(data.images[i]) for i in order[s * bs : (s + 1) * bs]]
-            x0 = torch.stack([v[0] for v in views])
-            x1 = torch.stack([v[1] for v in views])
-            loss = run.step(x0, x1, _lr(cfg, epoch * steps + s, total))
+            per_image = [transform(data.images[i]) for i in order[s * bs : (s + 1) * bs]]
+            views = [torch.stack(v) for v in zip(*per_image, strict=True)]
+            done = epoch * steps + s
+            loss = run.step(views, _lr(cfg, done, total), progress=done / total)
             epoch_loss += loss
             seen += bs
             if on_step is not None:
                 on_step(epoch + 1, s + 1, steps, loss, seen / max(time.perf_counter() - t0, 1e-9))
         run.epoch += 1
+        run.seconds += time.perf_counter() - t_epoch
+        run.center, run.scale = pool_stats(run, data)
         run.losses.append(epoch_loss / steps)
         save(run, out, pool)
         report.epochs_run += 1
