@@ -9,14 +9,14 @@ squared centroid moves <= tol x the mean feature variance); tests check that, gi
 initial centroids, we reach the same labels as `sklearn.cluster.KMeans(algorithm="lloyd")`, and
 that best-of-n beats a single init's inertia.
 
-Large pools (what is approximated): the initialisations (at most `SAMPLED_INITS`, of at most
-`SAMPLED_ITERS` Lloyd iterations each) run on a seeded sample of `fit_sample_size(N, K)` rows
-(`SAMPLE_PER_CLUSTER` per cluster, at least `SAMPLE_MIN`), then ONE assignment pass labels every
-row with the sample's centroids. The centroids are those of
-the sample (not re-averaged over the pool); with tens of rows per cluster they sit within the
-sampling noise of the full-pool centroids, and the cost is K x d per row once, about one k-center
-pass, instead of per iteration of every init. When the sample is the whole pool (small pools,
-N <= SAMPLE_PER_CLUSTER x K) this is plain best-of-`n_init` k-means, tested against sklearn.
+Large pools (what is approximated): above `SAMPLE_MIN` rows the initialisations run on a seeded
+sample (`fit_sample_size`: 8 to 40 rows per cluster, sized so one init costs about one pass over
+the pool), at most `SAMPLED_ITERS` Lloyd iterations each and as many inits (1 to `SAMPLED_INITS`)
+as fit in about one more pass; then ONE assignment pass labels every row with the sample's
+centroids (not re-averaged over the pool: with 8-40 rows per cluster they sit within sampling noise
+of the full-pool ones). Total: about three N x K x d products, i.e. about three k-center runs of
+budget K, instead of one per iteration of every init. Up to `SAMPLE_MIN` rows (and whenever the
+sample would be the whole pool) this is plain best-of-`n_init` k-means, tested against sklearn.
 """
 
 from __future__ import annotations
@@ -27,15 +27,28 @@ import torch
 from curate.device import rows_per_chunk
 from curate.select.tensors import mm_f32, resolve_device, sq_norms, to_storage
 
-SAMPLE_PER_CLUSTER = 20  # fitting-sample rows per cluster on large pools
-SAMPLE_MIN = 2048  # ... and at least this many (few clusters still get a stable fit)
+SAMPLE_MIN = 2048  # pools up to this size: the full recipe on every row
+MIN_PER_CLUSTER, MAX_PER_CLUSTER = 8, 40  # fitting-sample rows per cluster on larger pools
 SAMPLED_INITS = 3  # on a sample: at most this many initialisations
 SAMPLED_ITERS = 20  # ... of at most this many Lloyd iterations each
 
 
+def _passes(n_clusters: int) -> int:
+    """Row x centroid products per sample row in one init: Lloyd iterations + k-means++ trials."""
+    return SAMPLED_ITERS + 2 + int(np.log(n_clusters))
+
+
 def fit_sample_size(n_rows: int, n_clusters: int) -> int:
-    """Rows k-means fits on (module doc): the whole pool when it is small."""
-    return int(min(n_rows, max(SAMPLE_PER_CLUSTER * n_clusters, SAMPLE_MIN)))
+    """Rows k-means fits on (module doc): the whole pool when it is small; else as many as keep one
+    init's work near one assignment pass (N x K products), within MIN/MAX_PER_CLUSTER x K."""
+    per_pass = n_rows // _passes(n_clusters)
+    m = min(max(per_pass, MIN_PER_CLUSTER * n_clusters), MAX_PER_CLUSTER * n_clusters)
+    return int(min(n_rows, max(m, SAMPLE_MIN)))
+
+
+def sampled_inits(n_rows: int, n_clusters: int, sample: int, n_init: int) -> int:
+    """Inits on a sample: as many as fit in about one assignment pass of work, 1 to SAMPLED_INITS."""
+    return int(max(1, min(n_init, SAMPLED_INITS, n_rows // (sample * _passes(n_clusters)))))
 
 
 def _assign(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +153,7 @@ def kmeans(
     seeding + Lloyd on a seeded sample of `sample_size` rows (default `fit_sample_size`; all rows
     when N is smaller, which makes this plain best-of-n_init k-means), the run with the lowest
     inertia wins (sklearn's rule), then one assignment pass over every row; on a sample, inits
-    and iterations are capped at `SAMPLED_INITS` and `SAMPLED_ITERS` (module doc)."""
+    and iterations are bounded by `sampled_inits` and `SAMPLED_ITERS` (module doc)."""
     dev = resolve_device(device)
     n = int(X.shape[0])
     k = int(n_clusters)
@@ -162,7 +175,7 @@ def kmeans(
             xs, ns = (x, norms) if m == n else (x[s_idx], norms[s_idx])
             best: tuple[torch.Tensor, torch.Tensor, float] | None = None
             if m < n:  # bounded fitting work on large pools (module doc)
-                n_init, max_iter = min(n_init, SAMPLED_INITS), min(max_iter, SAMPLED_ITERS)
+                n_init, max_iter = sampled_inits(n, k, m, n_init), min(max_iter, SAMPLED_ITERS)
             for _ in range(n_init):
                 run = _lloyd(xs, ns, kmeans_plusplus(xs, ns, k, rng), max_iter, tol)
                 if best is None or run[2] < best[2]:

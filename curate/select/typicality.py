@@ -22,8 +22,9 @@ modes takes one image from each; given sklearn's clusters, the picks are the ref
 Scale (what is approximated on large pools): k-means fits on a sample and labels every row in one
 assignment pass (see `kmeans`); typicality is exact k-NN in clusters of up to `REFERENCE_MATES`
 rows and, above, the k x REFERENCE_MATES / size nearest of a seeded sample of REFERENCE_MATES
-cluster-mates (an estimate of the same k-NN distance). kNN runs through the shared tiled kernel
-(`density.mean_knn_distance`), so the cost is at most N x REFERENCE_MATES x d and memory one tile.
+cluster-mates (an estimate of the same k-NN distance). Mates are found with one product and a top-k
+per row tile (only the k distances are needed), so the cost is at most N x REFERENCE_MATES x d and
+memory one tile.
 No N x N matrix at any N.
 """
 
@@ -35,8 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from curate.select.density import DENSITY_K, mean_knn_distance
+from curate.device import rows_per_chunk
+from curate.select.density import DENSITY_K
 from curate.select.kmeans import kmeans
+from curate.select.tensors import mm_f32, resolve_device, to_storage
 
 MAX_CLUSTERS = 500
 MIN_CLUSTER_SIZE = 5
@@ -64,14 +67,18 @@ def cluster_typicality(
     single = np.zeros(len(labels), dtype=bool)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    for members in np.split(order, bounds):
-        n_c = len(members)
-        if n_c < 2:
-            single[members] = True
-            continue
-        ref = n_c if n_c <= reference_size else reference_size
-        kk = max(1, min(n_c - 1, round(k * ref / n_c)))
-        mean_dist[members] = mean_knn_distance(X[members], kk, reference_size=ref, seed=seed, device=device)
+    dev = resolve_device(device)
+    with torch.inference_mode():
+        for members in np.split(order, bounds):
+            n_c = len(members)
+            if n_c < 2:
+                single[members] = True
+                continue
+            ref = np.arange(n_c)
+            if n_c > reference_size:  # the same seeded sample as density.mean_knn_distance draws
+                ref = np.sort(np.random.default_rng(seed).choice(n_c, size=reference_size, replace=False))
+            kk = max(1, min(len(ref) - 1, round(k * len(ref) / n_c)))
+            mean_dist[members] = _mates_distance(X[members], ref, kk, dev)
     out = np.zeros(len(labels), dtype=np.float32)
     if (~single).any():
         d = mean_dist[~single]
@@ -79,6 +86,33 @@ def cluster_typicality(
         # its own distance, not tie with every row under a percentile floor
         pos = d[d > 0]
         out[~single] = 1.0 / np.maximum(d, pos.min() if pos.size else 1.0)
+    return out
+
+
+def _mates_distance(xm: np.ndarray, ref: np.ndarray, k: int, dev: torch.device) -> np.ndarray:
+    """Mean distance from each row of a cluster to its k nearest rows among `ref` (itself excluded).
+    Only the k values are needed, not which rows, so a plain top-k per row tile suffices."""
+    x = torch.nn.functional.normalize(to_storage(xm, dev).float(), dim=1)
+    r = x[torch.as_tensor(ref, device=dev)].T.contiguous()
+    pos = np.full(len(xm), -1, dtype=np.int64)
+    pos[ref] = np.arange(len(ref))
+    out = np.empty(len(xm), dtype=np.float32)
+    step = rows_per_chunk(len(ref), dev, fraction=0.05)
+    host = dev.type == "cpu"  # numpy on the host: small products run on one thread instead of
+    r_np = r.numpy() if host else None  # waiting for torch's pool on a busy CPU (as kmeans._assign)
+    for r0 in range(0, len(xm), step):
+        own = pos[r0 : r0 + step]
+        mine = np.flatnonzero(own >= 0)
+        if host:
+            s_np = x[r0 : r0 + step].numpy() @ r_np
+            s_np[mine, own[mine]] = -np.inf  # a row is not its own mate
+            top = -np.partition(-s_np, k - 1, axis=1)[:, :k].astype(np.float64)
+            out[r0 : r0 + step] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * top)).mean(axis=1)
+            continue
+        s = mm_f32(x[r0 : r0 + step], r)
+        s[torch.as_tensor(mine, device=dev), torch.as_tensor(own[mine], device=dev)] = -torch.inf
+        top = torch.topk(s, k, dim=1, sorted=False).values.double()
+        out[r0 : r0 + step] = top.mul_(-2).add_(2).clamp_min_(0).sqrt_().mean(dim=1).cpu().numpy()
     return out
 
 
