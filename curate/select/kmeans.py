@@ -21,6 +21,9 @@ sample would be the whole pool) this is plain best-of-`n_init` k-means, tested a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -31,6 +34,21 @@ SAMPLE_MIN = 2048  # pools up to this size: the full recipe on every row
 MIN_PER_CLUSTER, MAX_PER_CLUSTER = 8, 40  # fitting-sample rows per cluster on larger pools
 SAMPLED_INITS = 3  # on a sample: at most this many initialisations
 SAMPLED_ITERS = 20  # ... of at most this many Lloyd iterations each
+
+
+@contextmanager
+def one_thread(dev: torch.device) -> Iterator[None]:
+    """Run many small products on one CPU thread: on a busy machine, torch's (and BLAS's) pool
+    makes every tiny product wait for a second core (100 ms for a 7 x 512 x 2,048 product)."""
+    if dev.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _passes(n_clusters: int) -> int:
@@ -87,10 +105,7 @@ def kmeans_plusplus(x: torch.Tensor, norms: torch.Tensor, k: int, rng: np.random
 
     def dist_to(rows: list[int]) -> torch.Tensor:  # (len(rows), n) squared distances
         r = torch.as_tensor(rows, device=x.device)
-        if x.device.type == "cpu" and x.dtype == torch.float32:  # numpy's BLAS: no thread fan-out for
-            prod = torch.from_numpy(x[r].numpy() @ x.numpy().T)  # a few rows (torch's costs ~25 ms when busy)
-        else:
-            prod = mm_f32(x[r], x.T)
+        prod = mm_f32(x[r], x.T)  # a few rows: the caller runs this on one thread (`one_thread`)
         return (norms[None, :] - 2 * prod + norms[r][:, None]).clamp_min_(0)
 
     first = int(rng.integers(n))
@@ -177,7 +192,9 @@ def kmeans(
             if m < n:  # bounded fitting work on large pools (module doc)
                 n_init, max_iter = sampled_inits(n, k, m, n_init), min(max_iter, SAMPLED_ITERS)
             for _ in range(n_init):
-                run = _lloyd(xs, ns, kmeans_plusplus(xs, ns, k, rng), max_iter, tol)
+                with one_thread(dev):
+                    seeds = kmeans_plusplus(xs, ns, k, rng)
+                run = _lloyd(xs, ns, seeds, max_iter, tol)
                 if best is None or run[2] < best[2]:
                     best = run
             assert best is not None

@@ -23,8 +23,8 @@ Scale (what is approximated on large pools): k-means fits on a sample and labels
 assignment pass (see `kmeans`); typicality is exact k-NN in clusters of up to `REFERENCE_MATES`
 rows and, above, the k x REFERENCE_MATES / size nearest of a seeded sample of REFERENCE_MATES
 cluster-mates (an estimate of the same k-NN distance). Mates are found with one product and a top-k
-per row tile (only the k distances are needed), so the cost is at most N x REFERENCE_MATES x d and
-memory one tile.
+per row tile (only the k distances are needed; small products on one CPU thread), so the cost is
+at most N x REFERENCE_MATES x d and memory one tile.
 No N x N matrix at any N.
 """
 
@@ -38,7 +38,7 @@ import torch
 
 from curate.device import rows_per_chunk
 from curate.select.density import DENSITY_K
-from curate.select.kmeans import kmeans
+from curate.select.kmeans import kmeans, one_thread
 from curate.select.tensors import mm_f32, resolve_device, to_storage
 
 MAX_CLUSTERS = 500
@@ -68,7 +68,7 @@ def cluster_typicality(
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     dev = resolve_device(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread(dev):  # one small product per cluster
         for members in np.split(order, bounds):
             n_c = len(members)
             if n_c < 2:
@@ -98,19 +98,11 @@ def _mates_distance(xm: np.ndarray, ref: np.ndarray, k: int, dev: torch.device) 
     pos[ref] = np.arange(len(ref))
     out = np.empty(len(xm), dtype=np.float32)
     step = rows_per_chunk(len(ref), dev, fraction=0.05)
-    host = dev.type == "cpu"  # numpy on the host: small products run on one thread instead of
-    r_np = r.numpy() if host else None  # waiting for torch's pool on a busy CPU (as kmeans._assign)
     for r0 in range(0, len(xm), step):
         own = pos[r0 : r0 + step]
         mine = np.flatnonzero(own >= 0)
-        if host:
-            s_np = x[r0 : r0 + step].numpy() @ r_np
-            s_np[mine, own[mine]] = -np.inf  # a row is not its own mate
-            top = -np.partition(-s_np, k - 1, axis=1)[:, :k].astype(np.float64)
-            out[r0 : r0 + step] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * top)).mean(axis=1)
-            continue
         s = mm_f32(x[r0 : r0 + step], r)
-        s[torch.as_tensor(mine, device=dev), torch.as_tensor(own[mine], device=dev)] = -torch.inf
+        s[torch.as_tensor(mine, device=dev), torch.as_tensor(own[mine], device=dev)] = -torch.inf  # not its own mate
         top = torch.topk(s, k, dim=1, sorted=False).values.double()
         out[r0 : r0 + step] = top.mul_(-2).add_(2).clamp_min_(0).sqrt_().mean(dim=1).cpu().numpy()
     return out
