@@ -310,6 +310,8 @@ def evaluate_store(
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Read the labeled images' stored vectors, then `evaluate_pool`."""
+    import polars as pl
+
     from curate.select.run import resolve_references
 
     say = log or (lambda _m: None)
@@ -327,8 +329,10 @@ def evaluate_store(
         say(f"{len(ids) - len(keep)} labeled images have no {enc} vector (failed to embed?) and are left out")
     kept_ids = [ids[i] for i in keep]
     X = store.get_vectors(collection, enc, kept_ids)
-    return evaluate_pool(X, [labels[i] for i in keep], budgets, strategies, seeds, test_fraction=test_fraction,
+    res = evaluate_pool(X, [labels[i] for i in keep], budgets, strategies, seeds, test_fraction=test_fraction,
                          device=device, log=log)
+    res.runs = res.runs.with_columns(pl.lit(collection).alias("collection"))  # the report shows its own only
+    return res
 
 
 def plot_curves(result: EvalResult, path: str | os.PathLike, title: str = "") -> Path:

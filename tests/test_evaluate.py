@@ -83,6 +83,12 @@ def test_cli_writes_table_csv_and_png(tmp_path, monkeypatch) -> None:
     assert "recommended:" in res.output and "random" in res.output
     runs = pl.read_csv(tmp_path / "ev" / "evaluate.csv")
     assert runs.shape[0] == 2 * 2 * 2
+    assert set(runs["collection"]) == {"pool"}  # the report shows a collection's own evaluation only
+    from curate.report.collect import evaluation
+
+    ev = evaluation(tmp_path / "ev", "pool")
+    assert ev is not None and ev.budgets == [5, 10] and {r[0] for r in ev.rows} == {"kcenter", "random"}
+    assert evaluation(tmp_path / "ev", "other") is None
     summary = pl.read_csv(tmp_path / "ev" / "evaluate-summary.csv")
     assert summary.shape == (4, 5)
     png = (tmp_path / "ev" / "evaluate.png").read_bytes()

@@ -91,3 +91,40 @@ def test_matches_sklearn_reference_typiclust(seed: int) -> None:
     Y, mode_y = _modes([80, 70, 60, 50, 40, 30], 12, 1.6, seed + 20)
     ours, ref = _typicality(Y, 6, seed), sklearn_typiclust(Y, 6, seed)
     assert len(set(mode_y[ours])) >= len(set(mode_y[ref])) - 1
+
+
+def test_sampled_kmeans_is_the_full_one_when_the_sample_is_the_pool() -> None:
+    X, _ = _modes([60, 50, 40, 30, 20], 8, 1.0, 3)
+    full = kmeans(X, 5, seed=2, n_init=3, device="cpu")
+    for size in (len(X), 10 * len(X)):
+        same = kmeans(X, 5, seed=2, n_init=3, sample_size=size, device="cpu")
+        np.testing.assert_array_equal(same[1], full[1])
+        np.testing.assert_allclose(same[0], full[0], atol=1e-6)
+    with threadpool_limits(1):  # and it is sklearn's best-of-inits k-means: no worse inertia
+        sk = KMeans(5, n_init=3, random_state=2).fit(X)
+    assert float(((X - full[0][full[1]]) ** 2).sum()) <= sk.inertia_ * (1 + 1e-3)
+
+
+def test_sampled_kmeans_labels_every_row_by_one_assignment_pass() -> None:
+    X, mode = _modes([400, 300, 200, 100], 16, 0.3, 4)
+    cent, labels = kmeans(X, 4, seed=0, n_init=2, sample_size=120, device="cpu")
+    d2 = ((X[:, None, :] - cent[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, d2.argmin(axis=1))  # every row, nearest sample centroid
+    assert all(len(set(mode[labels == c])) == 1 for c in range(4))  # 30 rows/mode suffice here
+
+
+def test_sampled_cluster_typicality_equals_brute_force_on_its_sample() -> None:
+    from curate.select.typicality import cluster_typicality
+
+    X, _ = _modes([300], 6, 0.8, 5)
+    labels = np.zeros(len(X), dtype=np.int64)
+    got = cluster_typicality(X, labels, k=20, reference_size=100, seed=3, device="cpu")
+    ref = np.sort(np.random.default_rng(3).choice(300, size=100, replace=False))
+    kk = round(20 * 100 / 300)  # the k x sample / size nearest sampled mates
+    d = np.sqrt(np.maximum(0, ((X[:, None, :] - X[ref][None]) ** 2).sum(-1)))
+    d[ref, np.arange(100)] = np.inf  # a sampled row is not its own mate
+    want = np.sort(d, axis=1)[:, :kk].mean(axis=1)
+    np.testing.assert_allclose(got, 1.0 / want, rtol=1e-4)
+    exact = cluster_typicality(X, labels, k=20, reference_size=300, device="cpu")
+    rho = np.corrcoef(np.argsort(np.argsort(got)), np.argsort(np.argsort(exact)))[0, 1]
+    assert rho > 0.9  # the sample ranks rows like the exact 20-NN

@@ -132,6 +132,10 @@ def build_report(
             "Outliers", len(ids), [tile(ids[r], [f"density {density[r]:.3f}"]) for r in low],
             f"the {len(low)} images least similar to their 10 nearest neighbours (of {len(ids)})")
     # -- slices
+    # -- evaluate: the learning curves `curate evaluate` wrote for this collection
+    evaluation = c.evaluation(results, collection)
+    if evaluation is not None:
+        sections["evaluate"] = evaluation
     sections["slices"] = []
     for key in slice_keys(payloads):
         members = sorted(pid for pid, p in payloads.items() if p.get(key) is True)

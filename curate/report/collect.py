@@ -210,3 +210,41 @@ def leak_tables(results_dir: Path, known: set[str]) -> list[tuple[str, pl.DataFr
             if ids <= known:
                 out.append((path.stem, df))
     return out
+
+
+@dataclass
+class Evaluation:
+    """`curate evaluate` results: the learning-curve table and its recommendation."""
+
+    budgets: list[int]
+    rows: list[tuple[str, list[str], float]]  # strategy, "mean ± std" per budget, mean over budgets
+    recommended: str
+    verdict: str
+    seeds: int
+
+
+def evaluation(results_dir: Path, collection: str) -> Evaluation | None:
+    """The newest evaluate.csv under the results folder written for this collection."""
+    from curate.evaluate import recommend
+
+    for path in _tables(results_dir, (".csv",)):
+        if path.name != "evaluate.csv":
+            continue
+        cols = set(_columns(path))
+        if not {"strategy", "seed", "budget", "accuracy", "collection"} <= cols:
+            continue
+        runs = _read(path).filter(pl.col("collection").cast(pl.String) == collection)
+        if not len(runs):
+            continue
+        summ = (runs.group_by(["strategy", "budget"], maintain_order=True)
+                .agg(pl.col("accuracy").mean().alias("mean"),
+                     pl.col("accuracy").std(ddof=1).fill_null(0.0).alias("sd")))
+        budgets = sorted(set(summ["budget"].to_list()))
+        rows = []
+        for name in dict.fromkeys(summ["strategy"].to_list()):
+            part = {r["budget"]: r for r in summ.filter(pl.col("strategy") == name).iter_rows(named=True)}
+            cells = [f"{part[b]['mean']:.3f} ± {part[b]['sd']:.3f}" if b in part else "" for b in budgets]
+            rows.append((str(name), cells, float(np.mean([r["mean"] for r in part.values()]))))
+        recommended, verdict = recommend(runs)
+        return Evaluation(budgets, rows, recommended, verdict, runs["seed"].n_unique())
+    return None

@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
-from curate.report.collect import Distribution, Gallery, Groups, Tile
+from curate.report.collect import Distribution, Evaluation, Gallery, Groups, Tile
 
 
 def esc(value: Any) -> str:
@@ -78,6 +78,21 @@ def distribution_html(d: Distribution) -> str:
     return f'<div class="dist"><h3>{esc(d.key)}</h3>{bars}{foot}</div>'
 
 
+def evaluation_html(e: Evaluation) -> str:
+    """`curate evaluate`'s learning curves: test accuracy per strategy and budget, the recommended
+    strategy marked, and the verdict line."""
+    head = "".join(f"<th>{esc(b)}</th>" for b in e.budgets)
+    rows = "".join(
+        f"<tr><td>{'<b>' + esc(name) + '</b> (recommended)' if name == e.recommended else esc(name)}</td>"
+        + "".join(f"<td>{esc(c)}</td>" for c in cells) + f"<td>{mean:.3f}</td></tr>"
+        for name, cells, mean in e.rows)
+    return ('<section class="card" id="evaluate"><h2>Strategy evaluation</h2>'
+            f'<p class="note">From <code>curate evaluate</code>: test accuracy of a linear probe trained on each '
+            f'strategy\'s picks, mean ± std over {e.seeds} seed(s), per labeling budget.</p>'
+            f'<table class="tbl"><tr><th>strategy</th>{head}<th>mean</th></tr>{rows}</table>'
+            f'<p class="note">Recommended: {esc(e.verdict)}</p></section>')
+
+
 def stat(label: str, value: int | str, cls: str = "") -> str:
     v = f"{value:,}" if isinstance(value, int) else esc(value)
     return f'<div class="stat {cls}"><div class="stat-value">{v}</div><div class="stat-label">{esc(label)}</div></div>'
@@ -130,6 +145,9 @@ def render(summary: dict[str, Any], sections: dict[str, Any], map_data: dict[str
     if "outliers" in sections:
         nav.append(("outliers", "Outliers"))
         body.append(gallery_html(sections["outliers"], thumbs_dir, have, "outliers"))
+    if "evaluate" in sections:
+        nav.append(("evaluate", "Evaluation"))
+        body.append(evaluation_html(sections["evaluate"]))
     for k, g in enumerate(sections.get("slices", [])):
         nav.append((f"slice-{k}", g.title))
         body.append(gallery_html(g, thumbs_dir, have, f"slice-{k}"))

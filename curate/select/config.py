@@ -43,7 +43,9 @@ from typing import Any
 from curate.select.uncertainty import KINDS
 
 # --strategy auto: TypiClust while (labeled + budget) <= AUTO_TYPICALITY_MAX, density-weighted
-# k-center beyond. See BENCHMARKS.md (selection quality) for the measurements behind the number.
+# k-center beyond. Rechecked on the 2026-11-24 quality tables (BENCHMARKS.md, label efficiency):
+# typicality leads density-k-center at 100 labels and trails it at 200 in most cells, so the
+# crossover stays between them.
 AUTO_TYPICALITY_MAX = 100
 
 STEP_TYPES = ("diversity", "typicality", "weights", "threshold", "balance", "cluster_margin", "badge", "auto")

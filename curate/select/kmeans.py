@@ -3,19 +3,70 @@
 Why our own and not sklearn: the same code runs on the GPU (a 1M x 512 pool with 500 clusters
 takes seconds there, minutes in sklearn on CPU), the pool stays in the storage dtype (fp16 on GPU)
 instead of sklearn's float32/float64 copy, and the assignment step works in row tiles sized by
-`curate.device`, so memory is O(N) plus one (tile x K) block. The algorithm is Lloyd with k-means++
-seeding, best inertia of `n_init` initialisations, which is what sklearn's KMeans does; tests check
-that, given the same initial centroids, we reach the same labels as
-`sklearn.cluster.KMeans(algorithm="lloyd")`, and that best-of-n beats a single init's inertia.
+`curate.device`, so memory is O(N) plus one (tile x K) block. The algorithm is Lloyd with greedy
+k-means++ seeding, best inertia of `n_init` initialisations, and sklearn's stopping rule (sum of
+squared centroid moves <= tol x the mean feature variance); tests check that, given the same
+initial centroids, we reach the same labels as `sklearn.cluster.KMeans(algorithm="lloyd")`, and
+that best-of-n beats a single init's inertia.
+
+Large pools (what is approximated): above `SAMPLE_MIN` rows the initialisations run on a seeded
+sample (`fit_sample_size`: 8 to 40 rows per cluster, sized so one init costs about one pass over
+the pool), at most `SAMPLED_ITERS` Lloyd iterations each and as many inits (1 to `SAMPLED_INITS`)
+as fit in about one more pass; then ONE assignment pass labels every row with the sample's
+centroids (not re-averaged over the pool: with 8-40 rows per cluster they sit within sampling noise
+of the full-pool ones). Total: about three N x K x d products, i.e. about three k-center runs of
+budget K, instead of one per iteration of every init. Up to `SAMPLE_MIN` rows (and whenever the
+sample would be the whole pool) this is plain best-of-`n_init` k-means, tested against sklearn.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from curate.device import rows_per_chunk
 from curate.select.tensors import mm_f32, resolve_device, sq_norms, to_storage
+
+SAMPLE_MIN = 2048  # pools up to this size: the full recipe on every row
+MIN_PER_CLUSTER, MAX_PER_CLUSTER = 8, 40  # fitting-sample rows per cluster on larger pools
+SAMPLED_INITS = 3  # on a sample: at most this many initialisations
+SAMPLED_ITERS = 20  # ... of at most this many Lloyd iterations each
+
+
+@contextmanager
+def one_thread(dev: torch.device) -> Iterator[None]:
+    """Run many small products on one CPU thread: on a busy machine, torch's (and BLAS's) pool
+    makes every tiny product wait for a second core (100 ms for a 7 x 512 x 2,048 product)."""
+    if dev.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _passes(n_clusters: int) -> int:
+    """Row x centroid products per sample row in one init: Lloyd iterations + k-means++ trials."""
+    return SAMPLED_ITERS + 2 + int(np.log(n_clusters))
+
+
+def fit_sample_size(n_rows: int, n_clusters: int) -> int:
+    """Rows k-means fits on (module doc): the whole pool when it is small; else as many as keep one
+    init's work near one assignment pass (N x K products), within MIN/MAX_PER_CLUSTER x K."""
+    per_pass = n_rows // _passes(n_clusters)
+    m = min(max(per_pass, MIN_PER_CLUSTER * n_clusters), MAX_PER_CLUSTER * n_clusters)
+    return int(min(n_rows, max(m, SAMPLE_MIN)))
+
+
+def sampled_inits(n_rows: int, n_clusters: int, sample: int, n_init: int) -> int:
+    """Inits on a sample: as many as fit in about one assignment pass of work, 1 to SAMPLED_INITS."""
+    return int(max(1, min(n_init, SAMPLED_INITS, n_rows // (sample * _passes(n_clusters)))))
 
 
 def _assign(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +105,7 @@ def kmeans_plusplus(x: torch.Tensor, norms: torch.Tensor, k: int, rng: np.random
 
     def dist_to(rows: list[int]) -> torch.Tensor:  # (len(rows), n) squared distances
         r = torch.as_tensor(rows, device=x.device)
-        if x.device.type == "cpu" and x.dtype == torch.float32:  # numpy's BLAS: no thread fan-out for
-            prod = torch.from_numpy(x[r].numpy() @ x.numpy().T)  # a few rows (torch's costs ~25 ms when busy)
-        else:
-            prod = mm_f32(x[r], x.T)
+        prod = mm_f32(x[r], x.T)  # a few rows: the caller runs this on one thread (`one_thread`)
         return (norms[None, :] - 2 * prod + norms[r][:, None]).clamp_min_(0)
 
     first = int(rng.integers(n))
@@ -79,8 +127,11 @@ def kmeans_plusplus(x: torch.Tensor, norms: torch.Tensor, k: int, rng: np.random
 
 def _lloyd(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float
            ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Lloyd iterations from `cent`: (centroids, labels, inertia = sum of squared distances)."""
+    """Lloyd iterations from `cent`: (centroids, labels, inertia = sum of squared distances).
+    Stops when no label changes or the squared centroid moves sum to <= tol x mean feature
+    variance (sklearn's rule, so `tol` means the same in both)."""
     n, k, dev = x.shape[0], cent.shape[0], x.device
+    thresh = tol * float(x.float().var(dim=0, unbiased=False).mean()) if n > 1 else 0.0
     labels = None
     for _ in range(max_iter):
         new_labels, _ = _assign(x, norms, cent)
@@ -90,10 +141,10 @@ def _lloyd(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor, max_iter: i
             sums.index_add_(0, new_labels[r0 : r0 + rows], x[r0 : r0 + rows].float())
         counts = torch.bincount(new_labels, minlength=k).to(torch.float32)
         new_cent = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], cent)
-        shift = float((new_cent - cent).norm(dim=1).max())
+        shift = float(((new_cent - cent) ** 2).sum())
         same = labels is not None and bool(torch.equal(new_labels, labels))
         cent, labels = new_cent, new_labels
-        if same or shift <= tol:
+        if same or shift <= thresh:
             break
     labels, d2 = _assign(x, norms, cent)
     return cent, labels, float(d2.double().sum())
@@ -104,22 +155,20 @@ def kmeans(
     n_clusters: int,
     *,
     seed: int = 0,
-    max_iter: int = 50,
+    max_iter: int = 100,
     tol: float = 1e-4,
     init: np.ndarray | None = None,
     n_init: int = 1,
     sample_size: int | None = None,
-    refine_iter: int = 3,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(centroids float32 [K, d], labels int64 [N]). Stops when no label changes or the largest
-    centroid move is below `tol`. Empty clusters keep their previous centroid.
+    """(centroids float32 [K, d], labels int64 [N]). Empty clusters keep their previous centroid.
 
-    Without `init`: `n_init` runs of k-means++ seeding + Lloyd on a seeded sample of
-    `sample_size` rows (default max(20 K, 10,000); all rows when N is smaller, which makes this
-    plain best-of-n_init k-means), the run with the lowest inertia wins (sklearn's rule), then
-    `refine_iter` Lloyd iterations on every row. The sample bounds the cost at large N: a 1M-row
-    pool pays K x d per row for a few passes, not for every iteration of every init."""
+    With `init`: Lloyd on every row from those centroids. Without: `n_init` runs of k-means++
+    seeding + Lloyd on a seeded sample of `sample_size` rows (default `fit_sample_size`; all rows
+    when N is smaller, which makes this plain best-of-n_init k-means), the run with the lowest
+    inertia wins (sklearn's rule), then one assignment pass over every row; on a sample, inits
+    and iterations are bounded by `sampled_inits` and `SAMPLED_ITERS` (module doc)."""
     dev = resolve_device(device)
     n = int(X.shape[0])
     k = int(n_clusters)
@@ -135,17 +184,21 @@ def kmeans(
             cent = torch.as_tensor(np.asarray(init, np.float32), device=dev)
             cent, labels, _ = _lloyd(x, norms, cent, max_iter, tol)
         else:
-            m = min(n, sample_size or max(20 * k, 10_000))
+            m = min(n, max(k, sample_size or fit_sample_size(n, k)))
             sub = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
             s_idx = torch.as_tensor(sub, device=dev)
             xs, ns = (x, norms) if m == n else (x[s_idx], norms[s_idx])
             best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+            if m < n:  # bounded fitting work on large pools (module doc)
+                n_init, max_iter = sampled_inits(n, k, m, n_init), min(max_iter, SAMPLED_ITERS)
             for _ in range(n_init):
-                run = _lloyd(xs, ns, kmeans_plusplus(xs, ns, k, rng), max_iter, tol)
+                with one_thread(dev):
+                    seeds = kmeans_plusplus(xs, ns, k, rng)
+                run = _lloyd(xs, ns, seeds, max_iter, tol)
                 if best is None or run[2] < best[2]:
                     best = run
             assert best is not None
             cent, labels = best[0], best[1]
             if m < n:
-                cent, labels, _ = _lloyd(x, norms, cent, refine_iter, tol)
+                labels, _ = _assign(x, norms, cent)
         return cent.cpu().numpy().astype(np.float32), labels.cpu().numpy()

@@ -11,16 +11,21 @@ skipped while larger ones still have candidates (they are outliers, not modes).
 Typicality is computed once over every member of a cluster (labeled ones included: they are
 part of the distribution); it is not recomputed after each pick.
 
-The recipe follows the paper robustly: k-means keeps the best inertia of `N_INIT` k-means++
-initialisations (one unlucky seeding otherwise merges two modes and a tiny budget misses one), and
-typicality uses the `k` (default 20) nearest cluster-mates. Tests compare the picks with a
-TypiClust written on sklearn (KMeans, NearestNeighbors) and check that a budget equal to the number
-of well-separated modes takes one image from each.
+The recipe follows the paper: k-means keeps the best inertia of `N_INIT` (10, as sklearn and the
+paper's code) k-means++ initialisations, run to sklearn's convergence rule (one unlucky seeding
+otherwise merges two modes and a tiny budget misses one), and typicality uses the `k` (default 20)
+nearest cluster-mates, ranked on the raw distance (no percentile floor: the most typical row of a
+cluster must not tie with the next ones). Tests compare the picks with a TypiClust written on
+sklearn (KMeans, NearestNeighbors) and check that a budget equal to the number of well-separated
+modes takes one image from each; given sklearn's clusters, the picks are the reference's.
 
-Scale: kNN runs per cluster through `curate.kernels.topk_similarity`, so the cost is
-sum(n_c^2) d and memory one tile; clusters above `density.EXACT_MAX` rows use the density module's
-soft k-NN estimate on a reference sample of the cluster (cost n_c x 512 x d). k-means fits its
-initialisations on a sample (see `kmeans`). No N x N matrix at any N.
+Scale (what is approximated on large pools): k-means fits on a sample and labels every row in one
+assignment pass (see `kmeans`); typicality is exact k-NN in clusters of up to `REFERENCE_MATES`
+rows and, above, the k x REFERENCE_MATES / size nearest of a seeded sample of REFERENCE_MATES
+cluster-mates (an estimate of the same k-NN distance). Mates are found with one product and a top-k
+per row tile (only the k distances are needed; small products on one CPU thread), so the cost is
+at most N x REFERENCE_MATES x d and memory one tile.
+No N x N matrix at any N.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from curate.kernels import topk_similarity
-from curate.select.density import DENSITY_K, EXACT_MAX, inverse_distance, knn_distance
-from curate.select.kmeans import kmeans
+from curate.device import rows_per_chunk
+from curate.select.density import DENSITY_K
+from curate.select.kmeans import kmeans, one_thread
+from curate.select.tensors import mm_f32, resolve_device, to_storage
 
 MAX_CLUSTERS = 500
 MIN_CLUSTER_SIZE = 5
-N_INIT = 5
+N_INIT = 10  # the paper's and sklearn's choice; on large pools the inits run on a sample (kmeans)
+REFERENCE_MATES = 256  # exact typicality in clusters up to this size, a sample of mates above
 
 
 def n_clusters_for(n_rows: int, n_centers: int, budget: int, max_clusters: int = MAX_CLUSTERS) -> int:
@@ -46,16 +53,23 @@ def n_clusters_for(n_rows: int, n_centers: int, budget: int, max_clusters: int =
 
 
 def cluster_typicality(
-    X: np.ndarray, labels: np.ndarray, k: int = DENSITY_K, *, seed: int = 0, exact_max: int = EXACT_MAX,
+    X: np.ndarray, labels: np.ndarray, k: int = DENSITY_K, *, seed: int = 0, reference_size: int = REFERENCE_MATES,
     device: str | torch.device | None = None
 ) -> np.ndarray:
-    """Typicality of each row within its cluster (0 for a cluster of one)."""
-    return typicality_from_distance(cluster_mean_distance(X, labels, k, seed=seed, exact_max=exact_max,
-                                                          device=device))
+    """Typicality of each row within its cluster (0 for a cluster of one).
+
+    Exact (k nearest cluster-mates) in clusters of up to `reference_size` rows; in larger ones each
+    row is compared with a seeded sample of `reference_size` mates and the k x sample / size
+    nearest of those are averaged, which estimates the same k-NN distance (the j-th nearest of a
+    1-in-r sample sits near the (j r)-th nearest of the cluster) at a cost of reference_size x d
+    per row, whatever the cluster size."""
+    return typicality_from_distance(
+        cluster_mean_distance(X, labels, k, seed=seed, reference_size=reference_size, device=device)
+    )
 
 
 def cluster_mean_distance(
-    X: np.ndarray, labels: np.ndarray, k: int = DENSITY_K, *, seed: int = 0, exact_max: int = EXACT_MAX,
+    X: np.ndarray, labels: np.ndarray, k: int = DENSITY_K, *, seed: int = 0, reference_size: int = REFERENCE_MATES,
     device: str | torch.device | None = None
 ) -> np.ndarray:
     """Mean distance of each row to its k nearest cluster-mates (NaN for a cluster of one). Each
@@ -63,25 +77,49 @@ def cluster_mean_distance(
     mean_dist = np.full(len(labels), np.nan, dtype=np.float32)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    for members in np.split(order, bounds):
-        if len(members) < 2:
-            continue
-        if len(members) > exact_max:
-            mean_dist[members] = knn_distance(X[members], k, exact_max=exact_max, seed=seed, device=device)
-            continue
-        kk = min(k, len(members) - 1)
-        sims, _ = topk_similarity(X[members], X[members], kk, exclude_self=True, device=device)
-        mean_dist[members] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sims.astype(np.float64))).mean(axis=1)
+    dev = resolve_device(device)
+    with torch.inference_mode(), one_thread(dev):  # one small product per cluster
+        for members in np.split(order, bounds):
+            n_c = len(members)
+            if n_c < 2:
+                continue
+            ref = np.arange(n_c)
+            if n_c > reference_size:  # the same seeded sample as density.mean_knn_distance draws
+                ref = np.sort(np.random.default_rng(seed).choice(n_c, size=reference_size, replace=False))
+            kk = max(1, min(len(ref) - 1, round(k * len(ref) / n_c)))
+            mean_dist[members] = _mates_distance(X[members], ref, kk, dev)
     return mean_dist
 
 
 def typicality_from_distance(mean_dist: np.ndarray) -> np.ndarray:
-    """1 / mean distance over the whole pool at once (its floor is a pool-wide percentile); 0 for
-    rows of one-member clusters (NaN distance)."""
+    """1 / mean distance over the whole pool at once; 0 for rows of one-member clusters (NaN)."""
     out = np.zeros(len(mean_dist), dtype=np.float32)
     ok = ~np.isnan(mean_dist)
     if ok.any():
-        out[ok] = inverse_distance(mean_dist[ok])
+        d = mean_dist[ok]
+        # floor only exact duplicates (distance 0): the most typical row of a cluster must win on
+        # its own distance, not tie with every row under a percentile floor
+        pos = d[d > 0]
+        out[ok] = 1.0 / np.maximum(d, pos.min() if pos.size else 1.0)
+    return out
+
+
+def _mates_distance(xm: np.ndarray, ref: np.ndarray, k: int, dev: torch.device) -> np.ndarray:
+    """Mean distance from each row of a cluster to its k nearest rows among `ref` (itself excluded).
+    Only the k values are needed, not which rows, so a plain top-k per row tile suffices."""
+    x = torch.nn.functional.normalize(to_storage(xm, dev).float(), dim=1)
+    r = x[torch.as_tensor(ref, device=dev)].T.contiguous()
+    pos = np.full(len(xm), -1, dtype=np.int64)
+    pos[ref] = np.arange(len(ref))
+    out = np.empty(len(xm), dtype=np.float32)
+    step = rows_per_chunk(len(ref), dev, fraction=0.05)
+    for r0 in range(0, len(xm), step):
+        own = pos[r0 : r0 + step]
+        mine = np.flatnonzero(own >= 0)
+        s = mm_f32(x[r0 : r0 + step], r)
+        s[torch.as_tensor(mine, device=dev), torch.as_tensor(own[mine], device=dev)] = -torch.inf  # not its own mate
+        top = torch.topk(s, k, dim=1, sorted=False).values.double()
+        out[r0 : r0 + step] = top.mul_(-2).add_(2).clamp_min_(0).sqrt_().mean(dim=1).cpu().numpy()
     return out
 
 
