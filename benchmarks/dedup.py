@@ -281,7 +281,9 @@ def curate_pairs(vectors: np.ndarray, data: dict, family: str, *, center: bool =
                 "candidates": st.candidates, "verified": st.verified, "rejected": st.rejected,
                 "images": st.images, "decode_s": round(st.decode_s, 1), "verify_s": round(st.verify_s, 1),
                 "images_per_s": round(st.images / max(st.decode_s, 1e-9), 1),
-                "pairs_per_s": round((st.candidates - st.exact) / max(st.verify_s, 1e-9), 1), "workers": st.workers}
+                "pairs_per_s": round((st.candidates - st.exact) / max(st.verify_s, 1e-9), 1), "workers": st.workers,
+                "cpu_ms_per_image": round(1000 * st.decode_cpu_s / max(st.images, 1), 2),
+                "cpu_ms_per_pair": round(1000 * st.verify_cpu_s / max(st.candidates - st.exact, 1), 2)}
         print(f"[quality] {st.line()}", file=sys.stderr)
         return _claimed(res.table) + (info,)
     ns, choice = pool_cut(pool, family, center=center, device="cpu", relative=relative or RELATIVE)
@@ -417,6 +419,15 @@ def quality_markdown(q: dict) -> str:
         cut = m["info"].get("threshold")
         lines.append(f"| {name} | {cells} | **{a['recall']:.3f}** | **{a['precision']:.3f}** | {a['false_pairs']} | "
                      f"{a['largest_group']} | {cut if cut is not None else '-'} |")
+    lines.append("")
+    for name, m in rows:
+        i = m["info"]
+        if "candidates" in i:
+            lines.append(f"- {name}: {i['candidates']:,} candidate pairs, {i['verified']:,} confirmed, "
+                         f"{i['rejected']:,} rejected; {i['images']:,} images decoded in {i['decode_s']} s "
+                         f"({i['images_per_s']} images/s, {i['cpu_ms_per_image']} ms CPU each), pairs checked in "
+                         f"{i['verify_s']} s ({i['pairs_per_s']} pairs/s, {i['cpu_ms_per_pair']} ms CPU each) on "
+                         f"{i['workers']} threads")
     return "\n".join(lines)
 
 
