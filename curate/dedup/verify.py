@@ -19,7 +19,8 @@ image's nearest neighbours, curate.dedup.candidates) and this module checks each
 Both checks are invariant to brightness / contrast (NCC) and to re-encoding noise. The thresholds
 come from benchmarks/dedup.py (`quality`), where they separate planted copies from kNN look-alikes
 on a mixed pool of textile photos and MNIST digits with a margin (see BENCHMARKS.md).
-Each image is decoded once; only its signature (a few KB) is kept.
+Each image is decoded once; only its signature is kept: at most N_FEATURES x 32 B of descriptors
+plus 8 B per keypoint, a 64-px and a <= 64-px uint8 thumbnail: <= 24 KB, about 20 KB for a photo.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class Signature:
     """What verification keeps of one decoded image."""
 
     size: tuple[int, int]  # (width, height) as decoded (EXIF applied)
-    photo: np.ndarray  # float32 grayscale, longest side PHOTO_SIDE, aspect kept
-    tiny: np.ndarray  # uint8 grayscale, native size if small (longest side <= 4 * TINY_SIDE)
+    photo: np.ndarray  # uint8 grayscale, longest side PHOTO_SIDE, aspect kept
+    tiny: np.ndarray  # uint8 grayscale, native size if small (else longest side 2 * TINY_SIDE)
     kp: np.ndarray | None = None  # [m, 2] float32 keypoints at WORK_SIDE scale
     desc: np.ndarray | None = None  # [m, 32] uint8 ORB descriptors
 
@@ -80,8 +81,8 @@ def signature(img) -> Signature:  # noqa: ANN001 - PIL image (RGB, EXIF applied)
     cv2 = _cv2()
     gray = np.asarray(img.convert("L"))
     h, w = gray.shape
-    photo = _resize_longest(gray, PHOTO_SIDE).astype(np.float32)
-    tiny = gray if max(h, w) <= 4 * TINY_SIDE else _resize_longest(gray, 4 * TINY_SIDE)
+    photo = _resize_longest(gray, PHOTO_SIDE)
+    tiny = gray if max(h, w) <= 2 * TINY_SIDE else _resize_longest(gray, 2 * TINY_SIDE)
     sig = Signature(size=(w, h), photo=photo, tiny=np.ascontiguousarray(tiny))
     if min(h, w) >= LOCAL_MIN_SIDE:
         work = _resize_longest(gray, WORK_SIDE)
@@ -137,8 +138,9 @@ def _aligned_ncc(a: Signature, b: Signature, m: np.ndarray) -> float:
     m3 = np.vstack([m, [0, 0, 1]])
     t = np.diag([sb, sb, 1.0]) @ m3 @ np.diag([1 / sa, 1 / sa, 1.0])
     hb, wb = b.photo.shape
-    warped = cv2.warpAffine(a.photo, t[:2], (wb, hb), flags=cv2.INTER_LINEAR, borderValue=-1.0)
-    valid = cv2.warpAffine(np.ones_like(a.photo), t[:2], (wb, hb), flags=cv2.INTER_NEAREST, borderValue=0.0) > 0.5
+    pa = a.photo.astype(np.float32)
+    warped = cv2.warpAffine(pa, t[:2], (wb, hb), flags=cv2.INTER_LINEAR, borderValue=-1.0)
+    valid = cv2.warpAffine(np.ones_like(pa), t[:2], (wb, hb), flags=cv2.INTER_NEAREST, borderValue=0.0) > 0.5
     if valid.sum() < MIN_OVERLAP * min(a.photo.size, b.photo.size):
         return 0.0
     return _ncc(warped[valid], b.photo[valid])
