@@ -399,6 +399,32 @@ def quality(args: argparse.Namespace) -> dict:
     return out
 
 
+def candidate_recall(args: argparse.Namespace) -> str:
+    """Share of the non-byte copies whose original is among the copy's or the original's k nearest
+    neighbours (exact float64 ranking of the cached features): the ceiling of verified dedup's recall
+    at `--candidates k`, per encoder."""
+    data = pool_features(args)
+    kinds = np.array(data["kind"])
+    origin = data["origin"]
+    copies = np.flatnonzero((kinds != "original") & (kinds != "bytes"))
+    names = [k for k in COPY_KINDS if k != "bytes"]
+    lines = ["| encoder | candidates k | all | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    for enc in ("MobileNetV2", "pixels"):
+        if enc not in data:
+            continue
+        x = data[enc].astype(np.float64)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        rank = np.argsort(-sims, axis=1, kind="stable")
+        for k in (8, 16, 32, 64):
+            top = rank[:, :k]
+            hit = np.array([origin[c] in top[c] or c in top[origin[c]] for c in copies])
+            per = [hit[kinds[copies] == name].mean() for name in names]
+            lines.append(f"| {enc} | {k} | {hit.mean():.2f} | " + " | ".join(f"{v:.2f}" for v in per) + " |")
+    return "\n".join(lines)
+
+
 def _size(data: bytes) -> tuple[int, int]:
     from PIL import Image
 
@@ -638,6 +664,13 @@ def main() -> None:
     q.add_argument("--pixels-only", action="store_true", help="Skip MobileNetV2 (its embedding is most of the time).")
     q.add_argument("--candidates-sweep", action="store_true", help="Also score verified dedup with 2, 4, 16 "
                    "candidates per image (MobileNetV2).")
+    c = sub.add_parser("candidates", help="Candidate recall of the kNN stage at k = 8..64 (cached features).")
+    c.add_argument("--photos", type=int, default=1500)
+    c.add_argument("--digits", type=int, default=1500)
+    c.add_argument("--per-kind", type=int, default=50)
+    c.add_argument("--cache", default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--pixels-only", action="store_true")
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=100_000)
     s.add_argument("--d", type=int, default=512)
@@ -648,9 +681,12 @@ def main() -> None:
     s.add_argument("--naive-n", type=int, default=20_000)
     s.add_argument("--full-path", action="store_true", help="Also time the fold-only path.")
     s.add_argument("--seed", type=int, default=0)
-    for p in (q, s):
+    for p in (q, s, c):
         p.add_argument("--json", default=None, help="Also write the raw results here.")
     args = ap.parse_args()
+    if args.cmd == "candidates":
+        print(candidate_recall(args))
+        return
     if args.cmd == "quality":
         res = quality(args)
         print(quality_markdown(res))

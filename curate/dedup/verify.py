@@ -106,7 +106,9 @@ def verify_pair(a: Signature, b: Signature) -> Verdict:
     """Whether two signatures show the same picture (see the module docstring for the rule)."""
     if a.local and b.local:
         return _verify_local(a, b)
-    score = tiny_score(a, b)
+    # both ways: warping the image that shows more of the scene up loses detail (a crop is matched
+    # best by shrinking it onto its original, a rotation by turning the original)
+    score = max(tiny_score(a, b), tiny_score(b, a))
     return Verdict(same=score >= TINY_NCC, method="tiny", score=score)
 
 
