@@ -34,13 +34,14 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from curate.dedup import Components, Pool, find_groups, groups_of
+from curate.dedup import CANDIDATES, Components, PairVerifier, Pool, find_groups, groups_of
 from curate.dedup.near import add_near_edges
 from curate.dedup.semdedup import clustered_near_edges, default_clusters
 from curate.device import cpu_name, pick_device, storage_dtype
@@ -257,29 +258,50 @@ def score(pairs: set[tuple[int, int]], largest: int, origin: np.ndarray, kind: l
 
 
 def curate_pairs(vectors: np.ndarray, data: dict, family: str, *, center: bool = False, linkage: str = "star",
-                 threshold: float | None = None,
-                 relative: float | None = None) -> tuple[set[tuple[int, int]], int, dict]:
-    """curate's groups at its default settings (keep=largest, star linkage, the derived cut)."""
+                 threshold: float | None = None, relative: float | None = None, verify: bool = False,
+                 candidates: int = CANDIDATES) -> tuple[set[tuple[int, int]], int, dict]:
+    """curate's groups: with `verify`, as `curate dedup` runs by default (nearest-neighbour
+    candidates confirmed on the image files); otherwise by the cosine cut (`--verify off`: the
+    derived cut unless `threshold`). keep=largest, star linkage unless named."""
     from curate.dedup.cut import RELATIVE
     from curate.dedup.run import pool_cut
 
     files = data["files"]
     n = len(files)
     ids = [f"{k:06d}" for k in range(n)]
-    pool = Pool.from_arrays(ids, hashes=[hashlib.sha256(f).hexdigest() for f in files],
+    pool = Pool.from_arrays(ids, paths=data["paths"], hashes=[hashlib.sha256(f).hexdigest() for f in files],
                             area=data["area"], nbytes=np.array([len(f) for f in files], float), vectors=vectors)
+    if verify:
+        verifier = PairVerifier(pool.paths, hashes=pool.hashes)
+        res = find_groups(pool, threshold=threshold, device="cpu", center=center, linkage=linkage,
+                          verifier=verifier, candidates=candidates)
+        st = res.verify
+        assert st is not None
+        info = {"threshold": f"top-{candidates}, verified", "seconds": round(res.seconds, 1),
+                "candidates": st.candidates, "verified": st.verified, "rejected": st.rejected,
+                "images": st.images, "decode_s": round(st.decode_s, 1), "verify_s": round(st.verify_s, 1),
+                "images_per_s": round(st.images / max(st.decode_s, 1e-9), 1),
+                "pairs_per_s": round((st.candidates - st.exact) / max(st.verify_s, 1e-9), 1), "workers": st.workers,
+                "cpu_ms_per_image": round(1000 * st.decode_cpu_s / max(st.images, 1), 2),
+                "cpu_ms_per_pair": round(1000 * st.verify_cpu_s / max(st.candidates - st.exact, 1), 2)}
+        print(f"[quality] {st.line()}", file=sys.stderr)
+        return _claimed(res.table) + (info,)
     ns, choice = pool_cut(pool, family, center=center, device="cpu", relative=relative or RELATIVE)
     thr = choice.cut if threshold is None else threshold
     res = find_groups(pool, threshold=thr, device="cpu", center=center, linkage=linkage)
-    t = res.table
+    info = {"threshold": round(thr, 4), "median_nn": round(choice.median_nn, 4), "seconds": round(res.seconds, 1)}
+    return _claimed(res.table) + (info,)
+
+
+def _claimed(t) -> tuple[set[tuple[int, int]], int]:  # noqa: ANN001 - polars DataFrame
+    """(removed image, its kept image) pairs of a group table, and the largest group."""
     pairs = set()
     for g, pid, kept in t.select("group", "id", "kept").iter_rows():
         if not kept:
             a, b = int(g), int(pid)
             pairs.add((min(a, b), max(a, b)))
     largest = int(t["group_size"].max()) if len(t) else 1
-    info = {"threshold": round(thr, 4), "median_nn": round(choice.median_nn, 4), "seconds": round(res.seconds, 1)}
-    return pairs, largest, info
+    return pairs, largest
 
 
 def cleanlab_pairs(vectors: np.ndarray) -> tuple[set[tuple[int, int]], int, dict]:
@@ -297,17 +319,24 @@ def cleanlab_pairs(vectors: np.ndarray) -> tuple[set[tuple[int, int]], int, dict
         "seconds": round(time.perf_counter() - t, 1)}
 
 
+def write_files(files: list[bytes], folder: Path) -> list[str]:
+    """The pool's files as 000123.jpg / .png (the index is the name)."""
+    out = []
+    for k, f in enumerate(files):
+        ext = "jpg" if f[:3] == b"\xff\xd8\xff" else "png"
+        p = folder / f"{k:06d}.{ext}"
+        p.write_bytes(f)
+        out.append(str(p))
+    return out
+
+
 def imagededup_pairs(files: list[bytes]) -> tuple[set[tuple[int, int]], int, dict]:
     """imagededup PHash at its defaults (max_distance_threshold=10), on the files as written."""
-    import tempfile
-
     from imagededup.methods import PHash
 
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        for k, f in enumerate(files):
-            ext = "jpg" if f[:3] == b"\xff\xd8\xff" else "png"
-            (Path(d) / f"{k:06d}.{ext}").write_bytes(f)
+        write_files(files, Path(d))
         ph = PHash(verbose=False)
         enc = ph.encode_images(image_dir=d, num_enc_workers=0)
         dups = ph.find_duplicates(encoding_map=enc, num_dist_workers=0)
@@ -321,19 +350,25 @@ def quality(args: argparse.Namespace) -> dict:
     data["area"] = np.array([float(w * h) for w, h in (_size(f) for f in data["files"])])
     origin, kind = data["origin"], data["kind"]
     runs: dict[str, tuple] = {}
+    tmp = tempfile.TemporaryDirectory()  # the verification reads the files, as `curate dedup` does
+    data["paths"] = write_files(data["files"], Path(tmp.name))
     if "MobileNetV2" in data:
         mn = data["MobileNetV2"]
-        runs["curate, MobileNetV2 (default)"] = curate_pairs(mn, data, "torchvision")
-        runs["curate, MobileNetV2 --center"] = curate_pairs(mn, data, "torchvision", center=True)
-        runs["curate, MobileNetV2 --linkage single"] = curate_pairs(mn, data, "torchvision", linkage="single")
+        runs["curate, MobileNetV2 (default: verified)"] = curate_pairs(mn, data, "torchvision", verify=True)
+        runs["curate, MobileNetV2 --verify off (before)"] = curate_pairs(mn, data, "torchvision")
+        runs["curate, MobileNetV2 --verify off --center"] = curate_pairs(mn, data, "torchvision", center=True)
+        runs["curate, MobileNetV2 --verify off --linkage single"] = curate_pairs(mn, data, "torchvision",
+                                                                                 linkage="single")
         # the old fixed cut, to show what chaining does to it (and what star grouping keeps of it)
         runs["curate, MobileNetV2 -t 0.95 --linkage single"] = curate_pairs(mn, data, "torchvision", threshold=0.95,
                                                                            linkage="single")
         runs["curate, MobileNetV2 -t 0.95 (star)"] = curate_pairs(mn, data, "torchvision", threshold=0.95)
         runs["cleanlab Datalab near_duplicate, MobileNetV2"] = cleanlab_pairs(mn)
-    runs["curate, pixels (default)"] = curate_pairs(data["pixels"], data, "pixels")
-    runs["curate, pixels --center"] = curate_pairs(data["pixels"], data, "pixels", center=True)
-    runs["curate, pixels --linkage single"] = curate_pairs(data["pixels"], data, "pixels", linkage="single")
+    runs["curate, pixels (default: verified)"] = curate_pairs(data["pixels"], data, "pixels", verify=True)
+    runs["curate, pixels --verify off (before)"] = curate_pairs(data["pixels"], data, "pixels")
+    runs["curate, pixels --verify off --center"] = curate_pairs(data["pixels"], data, "pixels", center=True)
+    runs["curate, pixels --verify off --linkage single"] = curate_pairs(data["pixels"], data, "pixels",
+                                                                        linkage="single")
     runs["curate, pixels -t 0.99 --linkage single"] = curate_pairs(data["pixels"], data, "pixels", threshold=0.99,
                                                                   linkage="single")
     runs["curate, pixels -t 0.99 (star)"] = curate_pairs(data["pixels"], data, "pixels", threshold=0.99)
@@ -345,6 +380,12 @@ def quality(args: argparse.Namespace) -> dict:
     for name, (pairs, largest, info) in runs.items():
         out["methods"][name] = {"info": info, **score(pairs, largest, origin, kind)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.candidates_sweep and "MobileNetV2" in data:
+        out["sweep_k"] = {}
+        for k in (2, 4, 16):
+            pairs, largest, info = curate_pairs(data["MobileNetV2"], data, "torchvision", verify=True, candidates=k)
+            out["sweep_k"][f"MobileNetV2 verified, --candidates {k}"] = {"info": info,
+                                                                         **score(pairs, largest, origin, kind)}
     if args.sweep:  # the same rule with other RELATIVE factors (and the floors as they are)
         out["sweep"] = {}
         for enc, fam in (("MobileNetV2", "torchvision"), ("pixels", "pixels")):
@@ -356,6 +397,32 @@ def quality(args: argparse.Namespace) -> dict:
                     label = f"{enc}{' --center' if center else ''}, RELATIVE {rel}"
                     out["sweep"][label] = {"info": info, **score(pairs, largest, origin, kind)}
     return out
+
+
+def candidate_recall(args: argparse.Namespace) -> str:
+    """Share of the non-byte copies whose original is among the copy's or the original's k nearest
+    neighbours (exact float64 ranking of the cached features): the ceiling of verified dedup's recall
+    at `--candidates k`, per encoder."""
+    data = pool_features(args)
+    kinds = np.array(data["kind"])
+    origin = data["origin"]
+    copies = np.flatnonzero((kinds != "original") & (kinds != "bytes"))
+    names = [k for k in COPY_KINDS if k != "bytes"]
+    lines = ["| encoder | candidates k | all | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    for enc in ("MobileNetV2", "pixels"):
+        if enc not in data:
+            continue
+        x = data[enc].astype(np.float64)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        rank = np.argsort(-sims, axis=1, kind="stable")
+        for k in (8, 16, 32, 64):
+            top = rank[:, :k]
+            hit = np.array([origin[c] in top[c] or c in top[origin[c]] for c in copies])
+            per = [hit[kinds[copies] == name].mean() for name in names]
+            lines.append(f"| {enc} | {k} | {hit.mean():.2f} | " + " | ".join(f"{v:.2f}" for v in per) + " |")
+    return "\n".join(lines)
 
 
 def _size(data: bytes) -> tuple[int, int]:
@@ -371,12 +438,22 @@ def quality_markdown(q: dict) -> str:
              "largest group | cut |",
              "|" + "---|" * (len(COPY_KINDS) + 6)]
     rows = list(q["methods"].items()) + [("sweep: " + k, v) for k, v in q.get("sweep", {}).items()]
+    rows += list(q.get("sweep_k", {}).items())
     for name, m in rows:
         cells = " | ".join(f"{m[k]['recall']:.2f} / {m[k]['precision']:.2f}" for k in COPY_KINDS)
         a = m["all"]
         cut = m["info"].get("threshold")
         lines.append(f"| {name} | {cells} | **{a['recall']:.3f}** | **{a['precision']:.3f}** | {a['false_pairs']} | "
                      f"{a['largest_group']} | {cut if cut is not None else '-'} |")
+    lines.append("")
+    for name, m in rows:
+        i = m["info"]
+        if "candidates" in i:
+            lines.append(f"- {name}: {i['candidates']:,} candidate pairs, {i['verified']:,} confirmed, "
+                         f"{i['rejected']:,} rejected; {i['images']:,} images decoded in {i['decode_s']} s "
+                         f"({i['images_per_s']} images/s, {i['cpu_ms_per_image']} ms CPU each), pairs checked in "
+                         f"{i['verify_s']} s ({i['pairs_per_s']} pairs/s, {i['cpu_ms_per_pair']} ms CPU each) on "
+                         f"{i['workers']} threads")
     return "\n".join(lines)
 
 
@@ -585,6 +662,15 @@ def main() -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--sweep", action="store_true", help="Also score curate's rule at other RELATIVE factors.")
     q.add_argument("--pixels-only", action="store_true", help="Skip MobileNetV2 (its embedding is most of the time).")
+    q.add_argument("--candidates-sweep", action="store_true", help="Also score verified dedup with 2, 4, 16 "
+                   "candidates per image (MobileNetV2).")
+    c = sub.add_parser("candidates", help="Candidate recall of the kNN stage at k = 8..64 (cached features).")
+    c.add_argument("--photos", type=int, default=1500)
+    c.add_argument("--digits", type=int, default=1500)
+    c.add_argument("--per-kind", type=int, default=50)
+    c.add_argument("--cache", default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--pixels-only", action="store_true")
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=100_000)
     s.add_argument("--d", type=int, default=512)
@@ -595,9 +681,12 @@ def main() -> None:
     s.add_argument("--naive-n", type=int, default=20_000)
     s.add_argument("--full-path", action="store_true", help="Also time the fold-only path.")
     s.add_argument("--seed", type=int, default=0)
-    for p in (q, s):
+    for p in (q, s, c):
         p.add_argument("--json", default=None, help="Also write the raw results here.")
     args = ap.parse_args()
+    if args.cmd == "candidates":
+        print(candidate_recall(args))
+        return
     if args.cmd == "quality":
         res = quality(args)
         print(quality_markdown(res))

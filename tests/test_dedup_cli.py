@@ -73,9 +73,14 @@ def test_dedup_end_to_end(embedded, tmp_path) -> None:
     res = _run(store, "dedup", "--exact-only", "--out", str(tmp_path / "exact"))
     assert res.exit_code == 0, res.output
     assert len(pl.read_csv(tmp_path / "exact" / "dedup_remove.csv")) == 3
-    res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path / "default"))  # pixels: floor 0.99
+    res = _run(store, "dedup", "--no-tags", "--verify", "off", "--out", str(tmp_path / "cut"))  # pixels: floor 0.99
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "derived from the pool" in text and "near >= 0.99" in text, res.output
+    # the default verifies nearest-neighbour candidates on the image files: the 8 planted copies, nothing else
+    res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path / "default"))
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "near = verified on the images" in text and "5 same picture" in text, res.output
+    assert len(pl.read_csv(tmp_path / "default" / "dedup_remove.csv")) == len(all_planted)
     res = _run(store, "dedup", "--suggest", "--threshold", "0.98")
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "nearest-neighbour cosine" in text and "--threshold" in text, res.output

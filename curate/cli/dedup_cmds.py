@@ -3,6 +3,8 @@ curate.leaks, render with rich; expected errors become one line on stderr."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -86,6 +88,13 @@ def dedup(
     center: bool = typer.Option(False, "--center", help="Compare vectors after subtracting the pool's mean: "
                                 "far fewer look-alikes flagged (see BENCHMARKS); thresholds then mean "
                                 "centered cosine."),
+    verify: str = typer.Option("auto", "--verify", help="Confirm near copies on the images: each image's "
+                               "--candidates nearest neighbours are checked (keypoints + RANSAC, or registration + "
+                               "correlation for tiny images). auto: on unless --threshold is given or the image "
+                               "files cannot be read; on: --threshold is the candidates' cosine floor "
+                               "(default 0.5); off: group by the cosine cut."),
+    candidates: int = typer.Option(8, "--candidates", min=1, help="With --verify: nearest neighbours of each "
+                                   "image that are checked."),
     where: list[str] = WhereOpt,
     out: str = OutOpt,
     collection: str = CollectionOpt,
@@ -109,22 +118,28 @@ def dedup(
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection, device=device)
     try:
         with engine_session("local" if suggest else engine, None if suggest else address) as ray, \
-                store_from(s, write=not suggest) as st:
+                store_from(s, write=not suggest) as st, _bar(quiet) as progress:
             if suggest:
                 ns, pool, choice = suggest_threshold(st, s.collection, encoder, where=conds, sample=sample,
                                                      device=s.device, center=center)
                 _print_suggestion(ns, pool, choice, threshold)
+                _print_sample_verification(ns, pool, choice, threshold, verify, progress)
                 return
             res = run_dedup(
                 st, s.collection, encoder, _out_dir(out, s), where=conds, write_tags=tags, threshold=threshold,
                 exact_only=exact_only, keep=keep, linkage=linkage, mode=mode, n_clusters=clusters, probes=probes,
-                device=s.device, center=center, force=force, sample=sample, **({"engine": ray} if ray else {}),
+                device=s.device, center=center, force=force, sample=sample, verify=verify, candidates=candidates,
+                progress=progress, **({"engine": ray} if ray else {}),
             )
     except TooManyDuplicates as e:
         _print_suggestion(e.sample, None, e.cut, e.result.threshold)
         fail(str(e))
     except _errors() as e:
         fail(str(e))
+    if res.verify_note:
+        err_console.print(res.verify_note, highlight=False, markup=False)
+    if not quiet and res.verify is not None:
+        _say(res.verify.line())
     if not quiet and res.cut is not None:
         _say(f"threshold {res.cut.cut:.4f} derived from the pool: " + "; ".join(res.cut.reasoning()[:3]))
     if not quiet and res.n_groups:
@@ -141,6 +156,49 @@ def dedup(
     _say(res.summary())
     if res.files:
         _say("wrote " + ", ".join(res.files))
+
+
+@contextmanager
+def _bar(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback (stage, done, total) drawing a bar on stderr; None when quiet or not a terminal."""
+    if quiet or not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+        yield update
+
+
+def _print_sample_verification(ns, pool, choice, given, verify, progress) -> None:  # noqa: ANN001
+    """What verification makes of the sampled nearest-neighbour pairs (the dry run of `--verify`)."""
+    from curate.dedup import CANDIDATE_FLOOR, sample_verification
+
+    try:
+        got = sample_verification(ns, pool, verify, given, progress=progress)
+    except ValueError as e:
+        fail(str(e))
+    if got is None:
+        return
+    if isinstance(got, str):
+        _say(got)
+        return
+    ok, near, stats = got
+    cut = float(given) if given is not None else choice.cut
+    floor = CANDIDATE_FLOOR if given is None else float(given)
+    sims = ns.sims[near]
+    _say(f"verification (--verify {verify}): {len(near)} sampled nearest-neighbour pairs at cosine >= {floor:g}: "
+         f"{int(ok.sum())} the same picture ({int((ok & (sims < cut)).sum())} of them below the cut {cut:.4f}), "
+         f"{int((~ok).sum())} rejected ({int((~ok & (sims >= cut)).sum())} of them at or above the cut); "
+         f"{stats.images} images decoded in {stats.decode_s:.1f} s, pairs checked in {stats.verify_s:.1f} s")
 
 
 def _print_suggestion(ns, pool, choice, given: float | None) -> None:  # noqa: ANN001

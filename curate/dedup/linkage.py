@@ -154,13 +154,41 @@ def _grow_clique(x: torch.Tensor, keeper: int, cand: np.ndarray, cut: float, lea
             ok &= among[k]
 
 
+def edge_groups(n: int, i: np.ndarray, j: np.ndarray, linkage: str = "star") -> np.ndarray:
+    """Keeper row of every row from a list of confirmed pairs (i, j) instead of a cut on vectors
+    (verified dedup): the same greedy as `star_groups` / `complete_groups`, rows in priority order;
+    a member is joined by a confirmed pair to its keeper (star) or to every member (complete)."""
+    if linkage not in ("star", "complete"):
+        raise ValueError(f"edge_groups: linkage {linkage!r} (single is union-find on the pairs)")
+    nbrs: list[set[int]] = [set() for _ in range(n)]
+    for a, b in zip(np.asarray(i).tolist(), np.asarray(j).tolist(), strict=True):
+        if a != b:
+            nbrs[a].add(b)
+            nbrs[b].add(a)
+    leader = np.full(n, UNASSIGNED, dtype=np.int64)
+    for r in range(n):
+        if leader[r] != UNASSIGNED:
+            continue
+        leader[r] = r
+        group = [r]
+        for c in sorted(nbrs[r]):
+            if leader[c] == UNASSIGNED and (linkage == "star" or all(m in nbrs[c] for m in group)):
+                leader[c] = r
+                group.append(c)
+    return leader
+
+
 # ------------------------------------------------------------------------------------------------
 def brute_force_groups(vectors: np.ndarray, cut: float, linkage: str = "star") -> np.ndarray:
     """The sequential greedy on a dense float64 similarity matrix: the reference for tests."""
     v = vectors.astype(np.float64)
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    s = v @ v.T >= cut
-    n = len(v)
+    return brute_force_on_matrix(v @ v.T >= cut, linkage)
+
+
+def brute_force_on_matrix(s: np.ndarray, linkage: str = "star") -> np.ndarray:
+    """The sequential greedy on a dense boolean "same" matrix (rows in priority order)."""
+    n = len(s)
     leader = np.full(n, UNASSIGNED, dtype=np.int64)
     for i in range(n):
         if leader[i] != UNASSIGNED:

@@ -17,10 +17,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from curate.dedup.candidates import CANDIDATE_FLOOR, CANDIDATES, knn_pairs
 from curate.dedup.cut import MAX_SHARE, RELATIVE, CutChoice, derive_cut
 from curate.dedup.exact import exact_edges
 from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
-from curate.dedup.linkage import LINKAGES, complete_groups, star_groups
+from curate.dedup.linkage import LINKAGES, complete_groups, edge_groups, star_groups
 from curate.dedup.near import (
     DEFAULT_THRESHOLD,
     NeighbourSample,
@@ -28,6 +29,7 @@ from curate.dedup.near import (
     nearest_neighbour_sample,
 )
 from curate.dedup.semdedup import cluster_subsets, clustered_near_edges
+from curate.dedup.verified import VERIFY_MODES, PairVerifier, Progress, VerifyStats, unreadable_paths
 from curate.device import pick_device
 from curate.files import write_atomic
 from curate.kernels import check_threshold, iter_pairs_above
@@ -135,6 +137,8 @@ class DedupResult:
     files: list[str] = field(default_factory=list)
     cut: CutChoice | None = None  # how the default threshold was derived (None: given)
     linkage: str = "star"  # star, complete, single; "exact" when only sha256 was compared
+    verify: VerifyStats | None = None  # candidates verified on the images (None: grouped by the cut)
+    verify_note: str | None = None  # why verification is off although it was asked for by `auto`
 
     @property
     def near_share(self) -> float:
@@ -149,6 +153,8 @@ class DedupResult:
 
     def summary(self) -> str:
         near = f", near >= {self.threshold:.4g} ({self.linkage}, {self.mode})" if self.threshold is not None else ""
+        if self.verify is not None:
+            near = f", near = verified on the images ({self.linkage}, {self.mode})"
         return (
             f"{self.n_points} points ({self.n_vectors} with vectors): {self.n_groups} duplicate groups, "
             f"{self.n_removed} to remove, {self.n_points - self.n_removed} to keep [exact sha256{near}; "
@@ -194,11 +200,18 @@ def find_groups(
     chunk: int | None = None,
     center: bool = False,
     engine: Any = None,
+    verifier: PairVerifier | None = None,
+    candidates: int = CANDIDATES,
 ) -> DedupResult:
     """Exact (sha256) and near (cosine >= threshold; None = exact only) duplicate groups.
 
+    With a `verifier`, near pairs are the `candidates` nearest neighbours of each image at cosine >=
+    `threshold` (None: CANDIDATE_FLOOR) that the verifier confirms on the images; the linkage then
+    works on confirmed pairs (star: every member confirmed against its kept image).
+
     `engine`: None (this process) or the connected `ray` module: then the clustered mode's pair
     search runs as Ray tasks (curate.dedup.ray_dedup), with the same groups; `auto` means clustered.
+    The verified path has no Ray driver yet (the caller turns verification off with --engine ray).
 
     Byte-identical files always share a group. `linkage`: star (default; every member within the
     cut of its kept image), complete (of every other member) or single (union-find, chains).
@@ -218,12 +231,18 @@ def find_groups(
     a, b = exact_edges(pool.hashes)
     comps.add(a, b)
     n_vec = 0 if pool.vectors is None else len(pool.vectors)
-    near = threshold is not None and pool.vectors is not None and n_vec >= 2
+    near = (threshold is not None or verifier is not None) and pool.vectors is not None and n_vec >= 2
     if engine is not None and mode == "exact":
         raise ValueError("--engine ray runs --mode clustered only (exact all-pairs has no Ray path)")
+    if engine is not None and verifier is not None:
+        raise ValueError("--engine ray groups by the cut only: add --verify off (verification has no Ray path yet)")
     used_mode = ("clustered" if engine is not None else resolve_mode(mode, n_vec, dev)) if near else "none"
     n_near = 0
-    if near and linkage == "single":
+    if near and verifier is not None:
+        floor = CANDIDATE_FLOOR if threshold is None else threshold
+        groups, n_near = _verified_groups(pool, comps.result(), keep, linkage, used_mode, verifier, candidates, floor,
+                                          n_clusters=n_clusters, probes=probes, device=dev)
+    elif near and linkage == "single":
         assert pool.vectors is not None and threshold is not None
         if used_mode == "exact":
             n_near = add_near_edges(pool.vectors, threshold, comps, pool.node_of_row, device=dev, chunk=chunk)
@@ -259,6 +278,7 @@ def find_groups(
         threshold=threshold,
         seconds=time.perf_counter() - t0,
         linkage=linkage if near else "exact",
+        verify=verifier.stats if verifier is not None and near else None,
     )
 
 
@@ -313,6 +333,13 @@ def _greedy_groups(
     else:
         fn = star_groups if linkage == "star" else complete_groups
         leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
+    return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
+
+
+def _assemble(pool: Pool, hash_label: np.ndarray, reps: np.ndarray, leader: np.ndarray,
+              keep: str) -> list[tuple[int, np.ndarray]]:
+    """(keeper, members) groups from the greedy's leader (a rank into `reps`) per representative;
+    the other files of each byte-identical set follow their representative."""
     n = len(pool.ids)
     keeper_of_label = np.full(n, -1, dtype=np.int64)
     keeper_of_label[hash_label[reps]] = reps[leader]
@@ -323,8 +350,58 @@ def _greedy_groups(
     for members in groups_of(keeper):
         k = int(keeper[members[0]])
         groups.append((k if k < n else choose_keeper(members, keep, pool.info, pool.vectors), members))
-    n_near = int(np.sum(leader != np.arange(len(reps))))
-    return groups, n_near
+    return groups
+
+
+def _verified_groups(
+    pool: Pool,
+    hash_label: np.ndarray,
+    keep: str,
+    linkage: str,
+    mode: str,
+    verifier: PairVerifier,
+    k: int,
+    floor: float,
+    *,
+    n_clusters: int | None,
+    probes: int,
+    device: torch.device,
+) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Groups from confirmed pairs: candidates are the nearest neighbours among one vector per set
+    of byte-identical files (so identical files do not crowd out a set's neighbours); the verifier
+    checks them on the images; the greedy (`edge_groups`) or union-find (single) links them."""
+    assert pool.vectors is not None
+    vec_label = hash_label[pool.node_of_row]
+    _, first = np.unique(vec_label, return_index=True)
+    rows = np.sort(first)  # vector rows, one per byte-identical set
+    subsets = None
+    if mode == "clustered":
+        subsets = cluster_subsets(pool.vectors[rows], n_clusters=n_clusters, probes=probes, device=device)
+    i, j, _ = knn_pairs(pool.vectors[rows], k, floor, subsets=subsets, device=device)
+    na, nb = pool.node_of_row[rows[i]], pool.node_of_row[rows[j]]
+    ok = verifier(na, nb)
+    verifier.stats.k, verifier.stats.floor = k, floor
+    la, lb = hash_label[na[ok]], hash_label[nb[ok]]
+    degree = None
+    if keep == "central":  # confirmed copies per set of identical files
+        deg_label = np.bincount(np.concatenate([la, lb]), minlength=len(pool.ids))
+        degree = deg_label[hash_label]
+    order = priority_order(pool.info, keep, degree)
+    with_vec = order[pool.info.vec_row[order] >= 0]
+    _, first_in_order = np.unique(hash_label[with_vec], return_index=True)
+    reps = with_vec[np.sort(first_in_order)]  # points, in priority order
+    rank_of_label = np.full(len(pool.ids), -1, dtype=np.int64)
+    rank_of_label[hash_label[reps]] = np.arange(len(reps))
+    ra, rb = rank_of_label[la], rank_of_label[lb]
+    if linkage == "single":
+        comps = Components(len(reps))
+        comps.add(ra, rb)
+        label = comps.result()
+        _, lead = np.unique(label, return_index=True)  # the first rank of each component leads it
+        leader = lead[np.searchsorted(np.unique(label), label)]
+    else:
+        leader = edge_groups(len(reps), ra, rb, linkage)
+    return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
 
 
 def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,
@@ -440,9 +517,16 @@ def run_dedup(
     write_tags: bool = True,
     force: bool = False,
     sample: int = CUT_SAMPLE,
+    verify: str = "auto",
+    workers: int | None = None,
+    progress: Progress | None = None,
     **options: object,
 ) -> DedupResult:
     """Load, find groups, write outputs and payload.
+
+    `verify` (auto, on, off): near pairs are candidates from the nearest neighbours confirmed on the
+    image files (curate.dedup.verify); `auto` verifies unless `threshold` is given or the pool's
+    files cannot be read (imported vectors, moved files), and then groups by the cosine cut.
 
     `exact_only`: byte-identical files only, no vectors read. Otherwise `encoder` may be None when
     the collection holds one encoder, and `threshold=None` derives the cut from the pool
@@ -458,21 +542,52 @@ def run_dedup(
         family = (store.encoders(collection).get(encoder) or {}).get("family")
     pool = load_pool(store, collection, encoder, where)
     center = bool(options.get("center"))
-    ns = choice = None
-    if not exact_only and pool.vectors is not None and len(pool.vectors) >= 2:
-        ns, choice = pool_cut(pool, family, center=center, sample=sample, device=options.get("device"))
-    given = threshold
-    if threshold is None and choice is not None:
-        threshold = choice.cut
-    result = find_groups(pool, threshold=None if exact_only else threshold, **options)  # type: ignore[arg-type]
-    result.cut = choice if given is None else None
-    if not force and ns is not None and choice is not None and result.near_share > MAX_SHARE:
-        raise TooManyDuplicates(result, ns, choice)
+    has_vectors = not exact_only and pool.vectors is not None and len(pool.vectors) >= 2
+    use, note = resolve_verify(verify, pool, threshold) if has_vectors else (False, None)
+    if use and verify == "auto" and options.get("engine") is not None:
+        use, note = False, "verification off: --engine ray groups near copies by the cosine cut (no Ray path yet)"
+    if use:
+        verifier = PairVerifier(pool.paths, hashes=pool.hashes, workers=workers, progress=progress)
+        result = find_groups(pool, threshold=threshold, verifier=verifier, **options)  # type: ignore[arg-type]
+    else:
+        ns = choice = None
+        if has_vectors:
+            ns, choice = pool_cut(pool, family, center=center, sample=sample, device=options.get("device"))
+        given = threshold
+        if threshold is None and choice is not None:
+            threshold = choice.cut
+        result = find_groups(pool, threshold=None if exact_only else threshold, **options)  # type: ignore[arg-type]
+        result.cut = choice if given is None else None
+        result.verify_note = note
+        if not force and ns is not None and choice is not None and result.near_share > MAX_SHARE:
+            raise TooManyDuplicates(result, ns, choice)
     if out_dir is not None:
         result.files = write_outputs(result, pool, out_dir)
     if write_tags:
         write_payload(store, collection, result, pool)
     return result
+
+
+VERIFY_CHECK = 1000  # image paths stat-ed to decide whether `--verify auto` can read the pool's files
+
+
+def resolve_verify(verify: str, pool: Pool, threshold: float | None) -> tuple[bool, str | None]:
+    """(verify or not, why not when `auto` turned it off). `auto` checks a sample of the paths: a
+    pool whose files are gone (or were never here: imported vectors) is grouped by the cut."""
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"--verify {verify!r}: use one of {', '.join(VERIFY_MODES)}")
+    if verify == "off" or (verify == "auto" and threshold is not None):
+        return False, None
+    if verify == "on":
+        return True, None
+    with_vec = np.flatnonzero(pool.info.vec_row >= 0)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(with_vec, size=min(VERIFY_CHECK, len(with_vec)), replace=False)
+    missing = unreadable_paths([pool.paths[k] for k in pick])
+    if missing:
+        return False, (f"verification off: {len(missing)} of {len(pick)} checked image files cannot be read "
+                       f"(e.g. {missing[0]}); near copies grouped by the cosine cut")
+    return True, None
 
 
 def pool_cut(pool: Pool, family: str | None, *, center: bool = False, sample: int = CUT_SAMPLE,
@@ -504,3 +619,19 @@ def suggest_threshold(
         raise ValueError(f"fewer than 2 vectors for encoder {encoder!r}; nothing to compare")
     ns, choice = pool_cut(pool, family, center=center, sample=sample, device=device)
     return ns, pool, choice
+
+
+def sample_verification(ns: NeighbourSample, pool: Pool, verify: str, threshold: float | None, *,
+                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, VerifyStats] | str | None:
+    """For --suggest: verify the sampled nearest-neighbour pairs at cosine >= the candidate floor.
+    Returns (same-picture mask, indices into the sample, stats), a line saying why verification is
+    off (auto), or None when it is off by choice."""
+    use, note = resolve_verify(verify, pool, threshold)
+    if not use:
+        return note
+    floor = CANDIDATE_FLOOR if threshold is None else threshold
+    near = np.flatnonzero(ns.sims >= floor)
+    verifier = PairVerifier(pool.paths, hashes=pool.hashes, progress=progress)
+    ok = verifier(pool.node_of_row[ns.rows[near]], pool.node_of_row[ns.neighbours[near]])
+    verifier.stats.floor = floor
+    return ok, near, verifier.stats
