@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from curate.store import Store
+from curate.store.resident import load_resident
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -122,7 +123,7 @@ def map_pool(
     say = log or (lambda _m: None)
     fx, fy = map_fields(enc)
     t0 = time.perf_counter()
-    ids, X = store.load_vectors(collection, enc)
+    ids, X = load_resident(store, collection, enc)
     res = MapResult(enc, (fx, fy), len(ids), seconds={"read": time.perf_counter() - t0})
     if len(ids) < 3:
         raise ValueError(f"collection {collection!r} has {len(ids)} vectors for {enc}; a map needs at least 3")
@@ -173,7 +174,7 @@ def layout(
         pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[fit_rows])
 
     def reduce(rows: np.ndarray) -> np.ndarray:
-        part = X[rows]
+        part = X[rows].astype(np.float32)  # a fp16 (out-of-core) pool: upcast this chunk only
         return (pca.transform(part) if pca is not None else part).astype(np.float32)
 
     model = _umap(cfg, len(fit_rows))

@@ -12,6 +12,7 @@ into ids; `curate leaks` and `--exclude-near` both use it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch
 from curate.files import write_atomic
 from curate.kernels import check_threshold, topk_similarity
 from curate.store import Condition, Store, parse_where
+from curate.store.resident import load_resident
 
 DEFAULT_TEMPLATES = (
     "a photo of {}.",
@@ -241,7 +243,10 @@ def rank_scores(
 
 def order_rows(scores: np.ndarray, ids: list[str]) -> np.ndarray:
     """Rows by score descending, ties by id (deterministic whatever the store's order)."""
-    id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object).astype(str), kind="stable"))
+    if all(a < b for a, b in itertools.pairwise(ids)):  # store reads come sorted: no N-string array
+        id_rank = np.arange(len(ids))
+    else:
+        id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object).astype(str), kind="stable"))
     return np.lexsort((id_rank, -scores.astype(np.float64)))
 
 
@@ -284,7 +289,7 @@ def build_slice(
     encoder = store.require_encoder(collection, encoder)
     fields = ["path"] + ([req.balanced_by] if req.balanced_by else [])
     payload = store.payloads(collection, req.where or None, fields)
-    ids, vectors = store.load_vectors(collection, encoder, req.where or None)
+    ids, vectors = load_resident(store, collection, encoder, req.where or None)
     keep = [k for k, i in enumerate(ids) if i in payload]
     if len(keep) != len(ids):
         ids, vectors = [ids[k] for k in keep], vectors[keep]

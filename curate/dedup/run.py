@@ -31,6 +31,7 @@ from curate.device import pick_device
 from curate.files import write_atomic
 from curate.kernels import check_threshold, iter_pairs_above
 from curate.store import Condition, Store
+from curate.store.resident import load_resident
 
 MODES = ("auto", "exact", "clustered")
 # `auto` switches to clustered search above these pool sizes: exact all-pairs then costs more than
@@ -98,7 +99,7 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
     nbytes = np.array([float(payload[i].get("bytes") or 0) for i in ids])
     vectors = vector_ids = None
     if encoder is not None:
-        vector_ids, vectors = store.load_vectors(collection, encoder, where or None)
+        vector_ids, vectors = load_resident(store, collection, encoder, where or None)
         keep = [k for k, v in enumerate(vector_ids) if v in payload]  # points added mid-read
         if len(keep) != len(vector_ids):
             vector_ids, vectors = [vector_ids[k] for k in keep], vectors[keep]

@@ -49,6 +49,7 @@ from curate.select.similarity import resolve_query_ids, text_queries
 from curate.select.tensors import unit_rows
 from curate.select.uncertainty import load_predictions, match_predictions
 from curate.store import Store, parse_where
+from curate.store.resident import load_resident
 
 LABELED = "labeled"
 BASE_FIELDS = ["path", "relpath", "failed", "is_duplicate", LABELED, SELECTED_ROUND, SELECTION_NAME]
@@ -171,7 +172,7 @@ def run_selection(
     allowed: set[str] | None = None
     if cfg.where:
         allowed = set(store.payloads(collection, parse_where(cfg.where), fields=[]))
-    ids, X = store.load_vectors(collection, enc)
+    ids, X = load_resident(store, collection, enc)
     if not ids:
         raise SelectError(f"collection {collection!r} has no vectors for encoder {enc!r}; run 'curate embed' first")
 
@@ -233,7 +234,7 @@ def run_selection(
             parts.append(text_queries(store.encoders(collection)[enc], cfg.text, dev))
         query = unit_rows(np.concatenate(parts))
 
-    pool_x = X[keep]  # a copy; the full matrix is released before selection starts
+    pool_x = X if len(keep) == n else X[keep]  # a copy only when rows leave; the full matrix is released
     del X
     pool = Pool(unit_rows(pool_x, inplace=True), cand[keep], center[keep], pool_payloads, uncertainty, query,
                 ids=pool_ids)
