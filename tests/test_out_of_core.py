@@ -18,7 +18,9 @@ from curate.select.kcenter import kcenter_select
 from curate.select.run import run_selection
 from curate.slices import SliceRequest, build_slice
 from curate.store import edge, open_store
+from curate.store.base import Store
 from curate.store.resident import load_resident, resident_dtype
+from curate.store.vector_cache import VectorCache
 
 CPU = torch.device("cpu")
 
@@ -155,3 +157,49 @@ def test_ingest_reopens_shards_and_loses_nothing(tmp_path, monkeypatch):
         order = np.argsort(ids)
         assert got_ids == sorted(ids) and np.allclose(got, x[order], atol=1e-6)
         assert np.allclose(s.get_vectors("pool", "enc", ids[:5]), x[:5], atol=1e-6)
+
+
+def _write(path, ids, x):
+    with open_store(str(path)) as s:
+        s.ensure_collection("pool")
+        s.ensure_encoder("pool", "enc", {"dim": x.shape[1]})
+        s.upsert_points("pool", ids, [{"path": f"/p/{i}"} for i in range(len(ids))])
+        s.upsert_vectors("pool", "enc", ids, x)
+
+
+def test_sealed_cache_is_read_without_opening_the_vector_shard(tmp_path):
+    x = _blobs(120, 8)
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(120)]
+    _write(tmp_path / "s", ids, x)
+    with open_store(str(tmp_path / "s")) as s:
+        assert s.count_vectors("pool", "enc") == 120
+        got_ids, got = s.load_vectors("pool", "enc")
+        assert ("pool", "enc") not in s._shards  # never opened (mapped) for this read
+        assert got_ids == ids and np.allclose(got, x, atol=1e-6)
+        assert np.array_equal(got, Store.load_vectors(s, "pool", "enc")[1])  # what the shard holds
+
+
+def test_a_failed_write_leaves_no_seal_and_the_next_read_checks_the_shard(tmp_path, monkeypatch):
+    x = _blobs(120, 8)
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(120)]
+    _write(tmp_path / "s", ids[:60], x[:60])
+    calls = {"n": 0}
+    append = VectorCache.append
+
+    def flaky(self, *a):  # the shard gets the second batch, the cache does not (a crash between)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        append(self, *a)
+
+    monkeypatch.setattr(edge, "_WRITE_BATCH", 30)
+    monkeypatch.setattr(VectorCache, "append", flaky)
+    with open_store(str(tmp_path / "s")) as s, pytest.raises(OSError):
+        s.upsert_vectors("pool", "enc", ids[60:], x[60:])
+    monkeypatch.setattr(VectorCache, "append", append)
+    with open_store(str(tmp_path / "s")) as s:
+        assert s.count_vectors("pool", "enc") == 120  # from the shard: the seal is gone
+        got_ids, got = s.load_vectors("pool", "enc")  # cache lagged: rebuilt from the shard
+        assert got_ids == ids and np.allclose(got, x, atol=1e-6)
+    with open_store(str(tmp_path / "s")) as s:  # and sealed again after that check
+        assert s.load_vectors("pool", "enc")[0] == ids and ("pool", "enc") not in s._shards

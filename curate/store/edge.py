@@ -96,6 +96,7 @@ class EdgeStore(Store):
         self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
         self._caches: dict[tuple[str, str], VectorCache] = {}
         self._written: dict[tuple[str, str], int] = {}  # points written per shard since it was opened
+        self._reseal: dict[tuple[str, str], bool] = {}  # vector caches written now: seal them on close?
         self._copies: Path | None = None  # read-only mode: where shard copies live
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store {self.root} is a file, not a folder; point --store / CURATE_STORE at a folder")
@@ -228,6 +229,8 @@ class EdgeStore(Store):
             self._shards.pop(key).close()
         for key in [k for k in self._caches if k[0] == collection]:
             del self._caches[key]
+        for key in [k for k in self._reseal if k[0] == collection]:
+            del self._reseal[key]
         shutil.rmtree(self._dir(collection), ignore_errors=True)
 
     def get_meta(self, collection: str) -> dict[str, Any]:
@@ -242,7 +245,12 @@ class EdgeStore(Store):
         write_atomic(self._dir(collection) / "meta.json", lambda tmp: tmp.write_text(text))
 
     def _create_vector_collection(self, collection: str, encoder: str, dim: int) -> None:
+        new = not (self._dir(collection) / "vectors" / check_name("encoder", encoder)).exists()
         self._vectors(collection, encoder, dim)
+        if new:  # an empty shard: an empty cache mirrors it
+            cache = VectorCache(self._dir(collection) / "vector_cache" / encoder, dim)
+            cache.clear()
+            cache.seal(0)
 
     # ---- writes ----------------------------------------------------------------------------
     def upsert_points(self, collection: str, ids: list[str], payloads: list[Payload]) -> None:
@@ -271,6 +279,11 @@ class EdgeStore(Store):
         self._check_writable("add vectors")
         shard = self._vectors(collection, encoder)
         cache = self._cache(collection, encoder)
+        key = (collection, encoder)
+        if key not in self._reseal:  # first write of this session: break the seal
+            self._reseal[key] = cache.sealed_count() is not None
+            cache.unseal()
+        reseal, self._reseal[key] = self._reseal[key], False  # a write that raises leaves it unsealed
         # Cosine shards normalize on insert; normalize here so the cache holds the same rows.
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -279,7 +292,8 @@ class EdgeStore(Store):
             pts = [qe.Point(i, {encoder: v}) for i, v in zip(ids[lo : lo + _WRITE_BATCH], part.tolist(), strict=True)]
             shard.update(qe.UpdateOperation.upsert_points(pts))
             cache.append(ids[lo : lo + _WRITE_BATCH], part)  # after the shard: the cache may lag, never lead
-        self._count_written((collection, encoder), len(ids))
+        self._reseal[key] = reseal
+        self._count_written(key, len(ids))
 
     def _cache(self, collection: str, encoder: str) -> VectorCache:
         key = (collection, encoder)
@@ -301,7 +315,8 @@ class EdgeStore(Store):
         """Read through the validated raw-array cache (rebuilt from the shard when stale), out of core:
         only the wanted rows are copied, once, straight into the sorted matrix of `dtype`."""
         cache = self._cache(collection, encoder)
-        raw_ids, src = cache.load(
+        sealed = None if (collection, encoder) in self._reseal else cache.load_sealed()
+        raw_ids, src = sealed if sealed is not None else cache.load(
             self.count_vectors(collection, encoder),
             lambda ids: self.get_vectors(collection, encoder, ids),
             lambda: self.iter_vectors(collection, encoder),
@@ -346,6 +361,11 @@ class EdgeStore(Store):
             finally:
                 shard.close()
         self._shards.clear()
+        for key, was_sealed in self._reseal.items():  # a clean close: the caches mirror the shards
+            if was_sealed:
+                cache = self._cache(*key)
+                cache.seal(cache.unique_count())
+        self._reseal.clear()
         if self._lock_file is not None and not self._lock_file.closed:
             fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
@@ -378,6 +398,12 @@ class EdgeStore(Store):
         return int(self._points(collection).count(qe.CountRequest(exact=True, filter=edge_filter(native))))
 
     def count_vectors(self, collection: str, encoder: str) -> int:
+        key = (collection, encoder)
+        cached = (self._dir(collection) / "vector_cache" / check_name("encoder", encoder)).is_dir()
+        if key not in self._shards and key not in self._reseal and cached:
+            sealed = self._cache(collection, encoder).sealed_count()  # no need to open (map) the shard
+            if sealed is not None:
+                return sealed
         return int(self._vectors(collection, encoder).count(qe.CountRequest(exact=True)))
 
     def existing_ids(self, collection: str, ids: list[str], encoder: str | None = None) -> set[str]:
