@@ -288,7 +288,8 @@ def _greedy_groups(
         rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
     tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
     fn = star_groups if linkage == "star" else complete_groups
-    leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
+    _reps_first(pool, rep_rows)  # the greedy reads reps in priority order: a view, not a second matrix
+    leader = fn(pool.vectors[: len(reps)], threshold, subsets=rank_subsets, device=device, **tile_kw)
     n = len(pool.ids)
     keeper_of_label = np.full(n, -1, dtype=np.int64)
     keeper_of_label[hash_label[reps]] = reps[leader]
@@ -301,6 +302,42 @@ def _greedy_groups(
         groups.append((k if k < n else choose_keeper(members, keep, pool.info, pool.vectors), members))
     n_near = int(np.sum(leader != np.arange(len(reps))))
     return groups, n_near
+
+
+def _reps_first(pool: Pool, rep_rows: np.ndarray) -> None:
+    """Reorder the pool's vector rows in place so rows `rep_rows` come first, in that order (the rest
+    after them), and update the row <-> point maps to match. Out of core: `vectors[rep_rows]` was a
+    second pool-sized matrix; this moves rows by following the permutation's cycles with one row
+    of scratch."""
+    assert pool.vectors is not None
+    n = len(pool.vectors)
+    perm = np.concatenate([rep_rows, np.setdiff1d(np.arange(n), rep_rows, assume_unique=True)])
+    if np.array_equal(perm, np.arange(n)):
+        return
+    permute_rows(pool.vectors, perm)
+    pool.node_of_row = pool.node_of_row[perm]
+    vec_row = np.full(len(pool.info.vec_row), -1, dtype=np.int64)
+    vec_row[pool.node_of_row] = np.arange(n)
+    pool.info = dataclasses.replace(pool.info, vec_row=vec_row)  # a new object: a caller's copy keeps its own
+
+
+def permute_rows(a: np.ndarray, perm: np.ndarray) -> None:
+    """a[:] = a[perm] in place (O(1) extra rows): each cycle of the permutation is rotated once."""
+    done = np.zeros(len(perm), dtype=bool)
+    done[perm == np.arange(len(perm))] = True
+    for start in np.flatnonzero(~done):
+        if done[start]:
+            continue
+        tmp = a[start].copy()
+        i = start
+        while True:
+            j = int(perm[i])
+            done[i] = True
+            if j == start:
+                a[i] = tmp
+                break
+            a[i] = a[j]
+            i = j
 
 
 def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,

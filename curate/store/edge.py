@@ -37,9 +37,13 @@ from curate.store.vector_cache import VectorCache, id_order, uuid_bytes, uuid_st
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _WRITE_BATCH = 2_000
-# Edge keeps every page it writes mapped (its vector storage is chunked mmap files), so a long
-# ingest's RSS grew with N (3.35 GiB at 1M x 512). After this many points written to a shard it is
-# flushed and reopened, which unmaps them: ingest memory stays bounded whatever N is.
+# Edge vector storage is chunked mmap files. By default Edge reads every vector into memory when
+# it loads a shard (2 GiB of RSS at 1M x 512, 20 GiB at 10M), and pages written stay mapped, so
+# ingest RSS grew with N (3.35 GiB at 1M). New vector shards are created on disk (loaded without
+# touching the vectors; analyses read the raw-array cache anyway), and after this many points
+# written a shard is flushed and reopened, which unmaps what was written: bounded ingest memory.
+# Shards created before keep their config (they still load into memory).
+ON_DISK_VECTORS = True
 REOPEN_AFTER_POINTS = 250_000
 _OPEN_IN_THIS_PROCESS: set[str] = set()
 
@@ -204,7 +208,7 @@ class EdgeStore(Store):
             path = self._dir(collection) / "vectors" / check_name("encoder", encoder)
             cfg = None
             if dim is not None:
-                params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+                params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=ON_DISK_VECTORS)
                 cfg = qe.EdgeConfig(vectors={encoder: params})
             elif not path.exists():
                 raise StoreError(f"encoder {encoder!r} has no vectors in collection {collection!r}")
@@ -382,7 +386,7 @@ class EdgeStore(Store):
             self._shards.pop(key).close()
         path = self._dir(collection) / "vectors" / encoder
         cfg = qe.EdgeConfig(
-            vectors={encoder: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            vectors={encoder: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=ON_DISK_VECTORS)},
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         )
