@@ -97,7 +97,7 @@ def test_kcenter_fp16_picks_identical_or_near_tie():
 # k-means, whose clusters can move with fp16 rounding, so it is not compared pick for pick
 @pytest.mark.parametrize("strategy", ["kcenter", "density-kcenter"])
 def test_select_through_store_fp16_equals_fp32(pool_store, monkeypatch, strategy, tmp_path):
-    path, _, _ = pool_store
+    path, ids, _ = pool_store
     picks = {}
     for dtype in ("float32", "float16"):
         monkeypatch.setenv("CURATE_RESIDENT_DTYPE", dtype)
@@ -107,6 +107,8 @@ def test_select_through_store_fp16_equals_fp32(pool_store, monkeypatch, strategy
             res = run_selection(st, "pool", SelectionConfig(steps=steps, strategy=label, budget=40),
                                 device="cpu", out_dir=tmp_path / dtype, dry_run=True)
         picks[dtype] = res.ids
+        path_of = {pid: f"/p/{i:05d}.jpg" for i, pid in enumerate(ids)}  # lean read: paths of the picks only
+        assert res.paths == [path_of[pid] for pid in res.ids]
     assert len(picks["float32"]) == 40
     if strategy == "kcenter":
         assert picks["float16"] == picks["float32"]
