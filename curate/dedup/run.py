@@ -97,23 +97,28 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
     rel = [str(payload[i].get("relpath") or payload[i].get("path") or i) for i in ids]
     area = np.array([float(payload[i].get("width") or 0) * float(payload[i].get("height") or 0) for i in ids])
     nbytes = np.array([float(payload[i].get("bytes") or 0) for i in ids])
+    hashes = [payload[i].get("sha256") for i in ids]
+    paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
+    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
+    del payload  # one dict per point: freed before the matrix is read, so the two never peak together
     vectors = vector_ids = None
     if encoder is not None:
         vector_ids, vectors = load_resident(store, collection, encoder, where or None)
-        keep = [k for k, v in enumerate(vector_ids) if v in payload]  # points added mid-read
+        known = set(ids)
+        keep = [k for k, v in enumerate(vector_ids) if v in known]  # points added mid-read
+        del known
         if len(keep) != len(vector_ids):
             vector_ids, vectors = [vector_ids[k] for k in keep], vectors[keep]
     pool = Pool.from_arrays(
         ids,
         paths=rel,
-        hashes=[payload[i].get("sha256") for i in ids],
+        hashes=hashes,
         area=area,
         nbytes=nbytes,
         vectors=vectors,
         vector_ids=vector_ids,
     )
-    pool.paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
-    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
+    pool.paths = paths
     if vectors is not None:
         failed |= pool.info.vec_row < 0  # no vector for this encoder: it failed to embed
     pool.failed = failed
