@@ -33,6 +33,8 @@ from curate.store.resident import load_resident
 
 Progress = Callable[[int, int], None]  # (done, total)
 
+WRITE_CHUNK = 100_000  # coordinates written per set_payloads call
+
 
 @dataclass(frozen=True)
 class MapSettings:
@@ -147,9 +149,11 @@ def map_pool(
         xy_all = layout(X, cfg, res, progress, say)
         xy, new_ids = xy_all, ids
     t = time.perf_counter()
-    store.set_payloads(collection, {
-        pid: {fx: round(float(a), 5), fy: round(float(b), 5)} for pid, (a, b) in zip(new_ids, xy, strict=True)
-    })
+    for lo in range(0, len(new_ids), WRITE_CHUNK):  # one dict per point for a chunk, not for the pool
+        store.set_payloads(collection, {
+            pid: {fx: round(float(a), 5), fy: round(float(b), 5)}
+            for pid, (a, b) in zip(new_ids[lo : lo + WRITE_CHUNK], xy[lo : lo + WRITE_CHUNK], strict=True)
+        })
     meta = store.get_meta(collection)  # re-read: never overwrite what another step wrote meanwhile
     meta.setdefault("maps", {})[enc] = {"settings": cfg.record(), "fields": [fx, fy], "points": len(ids),
                                         "fitted_on": res.fitted or prior.get("fitted_on", 0)}
