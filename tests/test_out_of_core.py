@@ -17,7 +17,7 @@ from curate.select.config import SelectionConfig, shorthand
 from curate.select.kcenter import kcenter_select
 from curate.select.run import run_selection
 from curate.slices import SliceRequest, build_slice
-from curate.store import edge, open_store
+from curate.store import Condition, edge, open_store
 from curate.store.base import Store
 from curate.store.resident import load_resident, resident_dtype
 from curate.store.vector_cache import VectorCache
@@ -205,3 +205,20 @@ def test_a_failed_write_leaves_no_seal_and_the_next_read_checks_the_shard(tmp_pa
         assert got_ids == ids and np.allclose(got, x, atol=1e-6)
     with open_store(str(tmp_path / "s")) as s:  # and sealed again after that check
         assert s.load_vectors("pool", "enc")[0] == ids and ("pool", "enc") not in s._shards
+
+
+def test_a_whole_pool_scan_releases_the_payload_shard_and_later_calls_reopen_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(edge, "REOPEN_AFTER_POINTS", 50)
+    x = _blobs(120, 8)
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(120)]
+    _write(tmp_path / "s", ids, x)
+    with open_store(str(tmp_path / "s")) as s:
+        s.set_payload("pool", ids[:7], {"flag": True})
+        seen = 0
+        for batch in s.scan_payload("pool", fields=["path"], batch=40):  # nested whole-pool scans
+            seen += len(batch)
+            assert len(s.payloads("pool", fields=[])) == 120
+        assert seen == 120 and ("pool", "") not in s._shards  # released after the full scan
+        assert s.count("pool", [Condition("flag", "==", True)]) == 7  # reopened on demand
+        s.delete_payload_keys("pool", ["flag"], [Condition("flag", "==", True)])  # bool: scan, then write
+        assert s.count("pool", [Condition("flag", "exists")]) == 0

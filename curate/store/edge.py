@@ -271,13 +271,18 @@ class EdgeStore(Store):
     def _count_written(self, key: tuple[str, str], n: int) -> None:
         """Flush and reopen a shard after REOPEN_AFTER_POINTS writes (see there): bounded ingest RSS."""
         self._written[key] = self._written.get(key, 0) + n
-        if self._written[key] >= REOPEN_AFTER_POINTS and key in self._shards:
-            shard = self._shards.pop(key)
+        if self._written[key] >= REOPEN_AFTER_POINTS:
+            self._release(key)
+            self._written[key] = 0
+
+    def _release(self, key: tuple[str, str]) -> None:
+        """Flush and close a shard, unmapping its pages; the next access reopens it (_points / _vectors)."""
+        shard = self._shards.pop(key, None)
+        if shard is not None:
             try:
                 shard.flush()
             finally:
                 shard.close()
-            self._written[key] = 0  # the next access reopens it (_points / _vectors)
 
     def upsert_vectors(self, collection: str, encoder: str, ids: list[str], vectors: np.ndarray) -> None:
         self._check_writable("add vectors")
@@ -352,6 +357,7 @@ class EdgeStore(Store):
             shard.update(qe.UpdateOperation.delete_payload_by_filter(edge_filter(native) or qe.Filter(), keys))
             return
         for batch in list(self.scan_payload(collection, where, fields=[])):
+            shard = self._points(collection)  # a long scan may have closed it (scan_payload)
             shard.update(qe.UpdateOperation.delete_payload([pid for pid, _ in batch], keys))
 
     def flush(self) -> None:
@@ -431,15 +437,16 @@ class EdgeStore(Store):
         fields: list[str] | None = None,
         batch: int = 10_000,
     ) -> Iterator[list[tuple[str, Payload]]]:
-        shard = self._points(collection)
+        self._points(collection)  # a missing collection fails here, before the first batch
         native, local = split_conditions(where)
         wanted = None if fields is None else list(dict.fromkeys([*fields, *(c.key for c in local)]))
         with_payload: bool | list[str] = True if wanted is None else (wanted or False)
         flt = edge_filter(native)
         offset = None
+        seen = 0
         while True:
             req = qe.ScrollRequest(offset=offset, limit=batch, filter=flt, with_payload=with_payload, with_vector=False)
-            records, offset = shard.scroll(req)
+            records, offset = self._points(collection).scroll(req)  # reopened if a nested scan released it
             out = [(str(r.id), dict(r.payload or {})) for r in records]
             if local:
                 out = [(pid, p) for pid, p in out if all(c.matches(p) for c in local)]
@@ -447,7 +454,10 @@ class EdgeStore(Store):
                     out = [(pid, {k: v for k, v in p.items() if k in fields}) for pid, p in out]
             if out:
                 yield out
+            seen += len(records)
             if offset is None:
+                if seen >= REOPEN_AFTER_POINTS:  # a whole-pool scan touched every payload page:
+                    self._release((collection, ""))  # unmap them before the caller reads vectors
                 return
 
     def iter_vectors(
