@@ -59,15 +59,22 @@ def check_name(name: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # sets of ids: slices, selections, filters, manifests
 # ------------------------------------------------------------------------------------------------
-def path_index(store: Store, collection: str) -> dict[str, str]:
-    """path, relpath and id -> id, for turning user-given paths into points."""
+def path_index(store: Store, collection: str, only: set[str] | None = None) -> dict[str, str]:
+    """path, relpath and id -> id, for turning user-given paths into points. `only`: keep just these
+    keys (the refs being resolved), streaming the payload: memory for the refs, not the pool."""
     out: dict[str, str] = {}
-    for pid, p in store.payloads(collection, None, ["path", "relpath"]).items():
-        out[pid] = pid
-        for key in ("path", "relpath"):
-            if p.get(key):
-                out[str(p[key])] = pid
+    for batch in store.scan_payload(collection, None, ["path", "relpath"]):
+        for pid, p in batch:
+            for key in (pid, p.get("path"), p.get("relpath")):
+                if key and (only is None or str(key) in only):
+                    out[str(key)] = pid
     return out
+
+
+def ref_keys(refs: list[str]) -> set[str]:
+    """Every key `ids_from_refs` may look a ref up by."""
+    keys = {str(r).strip() for r in refs}
+    return keys | {os.path.abspath(os.path.expanduser(k)) for k in keys if k}
 
 
 def ids_from_refs(refs: list[str], index: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -119,7 +126,7 @@ def resolve_set(store: Store, collection: str, ref: str) -> tuple[str, list[str]
     p = Path(ref).expanduser()
     if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
         refs = read_manifest_refs(p)
-        ids, missing = ids_from_refs(refs, path_index(store, collection))
+        ids, missing = ids_from_refs(refs, path_index(store, collection, ref_keys(refs)))
         if missing and not ids:
             raise SliceError(f"none of the {len(refs)} entries of {p} is an image of {collection!r}")
         return f"manifest {p}", sorted(ids)
@@ -411,7 +418,7 @@ def example_vectors(
 ) -> np.ndarray:
     """Vectors of example images: stored ones by id/path; image files outside the pool are
     embedded with the same encoder (rebuilt from its stored spec)."""
-    index = path_index(store, collection)
+    index = path_index(store, collection, ref_keys(refs))
     ids, missing = ids_from_refs(refs, index)
     files = [m for m in missing if Path(m).expanduser().is_file()]
     unknown = [m for m in missing if m not in files]
