@@ -1,13 +1,17 @@
 """Out-of-core scaling on one machine: synthetic clustered vectors (no images) at N x 512.
 
-    python benchmarks/scale.py --n 250000 1000000 [--dim 512] [--budget 5000] [--dir .bench/scale]
+    python benchmarks/scale.py --n 250000 1000000 [--dim 512] [--budget 5000] [--dir .bench/scale] \
+        [--dtype float16] [--steps ingest,load,select_auto,...,map]
 
 For each N: ingest into the embedded store, then `select --budget B` (auto and kcenter),
 `dedup --mode clustered` and `slice --example` (and `load`: only the vector read they all start
 with), each step in its own subprocess so its wall time and
 peak RSS (ru_maxrss from wait4) are its own. Prints one table row per (N, step) and a growth ratio
 between the smallest and the largest N. The store for each N is kept under --dir (about 4.5 GB per
-1M x 512) unless --clean.
+1M x 512) unless --clean. `--dtype` sets CURATE_RESIDENT_DTYPE for the steps (float16: the path a
+10M pool takes on a 24 GiB machine; default: the size rule in curate/store/resident.py). `map`
+(UMAP on a 25k sample, the rest transformed in chunks) is not in the default steps: its transform
+is the slowest step per point.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def main() -> None:
     ap.add_argument("--dir", default=str(ROOT / ".bench" / "scale"))
     ap.add_argument("--steps", default="ingest,load,select_auto,select_kcenter,dedup_clustered,slice_example")
     ap.add_argument("--clean", action="store_true", help="Remove each store after its N is measured.")
+    ap.add_argument("--dtype", choices=["float16", "float32"], default=None,
+                    help="Resident matrix dtype for the analyses (CURATE_RESIDENT_DTYPE); default: by size.")
     args = ap.parse_args()
     steps = args.steps.split(",")
     from curate.device import cpu_name
@@ -98,6 +104,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    if args.dtype:
+        env["CURATE_RESIDENT_DTYPE"] = args.dtype
+    print(f"# resident dtype: {args.dtype or 'by size (curate/store/resident.py)'}")
     results: dict[int, dict[str, tuple[float, float]]] = {}
     for n in args.n:
         store = Path(args.dir) / f"n{n}"
@@ -106,7 +115,7 @@ def main() -> None:
         cli = [sys.executable, "-m", "curate"]
         argvs = {
             "ingest": [sys.executable, __file__, "--_ingest", str(store), str(n), str(args.dim), str(args.centers)],
-            "load": [sys.executable, __file__, "--_load", str(store)],
+            "load": [sys.executable, __file__, "--_load", str(store), args.dtype or "float32"],
             "select_auto": cli + ["select", "--budget", str(args.budget), "--name", "auto", "--dry-run",
                                   "-o", str(out)] + common,
             "select_kcenter": cli + ["select", "--budget", str(args.budget), "-s", "kcenter", "--name", "kc",
@@ -115,6 +124,7 @@ def main() -> None:
                                       "--no-tags", "--out", str(out / "dedup")] + common,
             "slice_example": cli + ["slice", "ex", "--example", "/pool/img_000000123.jpg", "--top-k", "1000",
                                     "--dry-run", "-o", str(out)] + common,
+            "map": cli + ["map", "--refit"] + common,
         }
         if "ingest" in steps:
             shutil.rmtree(store, ignore_errors=True)

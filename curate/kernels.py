@@ -21,6 +21,7 @@ import torch
 from curate.device import pick_device, rows_per_chunk, storage_dtype
 
 ArrayLike = np.ndarray | torch.Tensor
+NO_COPY_BYTES = 256 << 20  # inputs above this are not copied when already unit rows (tests lower it)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -28,14 +29,49 @@ ArrayLike = np.ndarray | torch.Tensor
 # ---------------------------------------------------------------------------------------------
 def as_unit_rows(x: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """2-D input -> L2-normalized rows on `device` in `dtype` (normalized in fp32 first, so fp16
-    storage only rounds the final unit vectors). Zero rows stay zero (similarity 0 to anything)."""
+    storage only rounds the final unit vectors). Zero rows stay zero (similarity 0 to anything).
+
+    Out of core: a fp16 matrix on the CPU stays fp16 (tiles are upcast to fp32 one at a time), and
+    an input over `NO_COPY_BYTES` whose rows are already unit length (store vectors are) is used
+    as it is, so a pool-sized input never gets a second, normalized copy (renormalizing unit rows
+    would only move them by ~1e-7, but smaller inputs keep it: results there stay bit-identical to
+    before). Rows needing normalization are normalized in row blocks into one output."""
     t = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
     if t.ndim != 2:
         raise ValueError(f"expected a 2-D matrix of vectors, got shape {tuple(t.shape)}")
-    t = t.to(device=device, dtype=torch.float32)
-    norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-    t = t / norms.clamp_min(1e-12)
-    return t.to(dtype).contiguous()
+    if device.type == "cpu" and t.dtype == torch.float16:
+        dtype = torch.float16  # half the memory; _Tiles computes each tile in fp32
+    big = t.numel() * t.element_size() > NO_COPY_BYTES or t.dtype == torch.float16
+    if big and t.device == device and t.dtype == dtype and t.is_contiguous() and _unit_already(t):
+        return t
+    out = torch.empty(t.shape, dtype=dtype, device=device)
+    step = _block_rows(t.shape[1])
+    for r0 in range(0, t.shape[0], step):
+        c = t[r0 : r0 + step].to(device=device, dtype=torch.float32)
+        c = c / torch.linalg.vector_norm(c, dim=1, keepdim=True).clamp_min(1e-12)
+        out[r0 : r0 + step] = c
+    return out
+
+
+def _block_rows(dim: int) -> int:
+    return max(1, (1 << 24) // max(1, dim))  # 64 MiB of fp32 per block
+
+
+def unit_tolerance(dtype: torch.dtype) -> float:
+    """How far from 1 a stored unit row's norm may be: fp16 rounding of each component moves it
+    by up to ~2^-11 relative; fp32 by ~1e-7 per component."""
+    return 2e-3 if dtype == torch.float16 else 1e-6
+
+
+def _unit_already(t: torch.Tensor) -> bool:
+    """True when every non-zero row has norm 1 within the dtype's rounding (checked in blocks)."""
+    tol = unit_tolerance(t.dtype)
+    step = _block_rows(t.shape[1])
+    for r0 in range(0, t.shape[0], step):
+        n = torch.linalg.vector_norm(t[r0 : r0 + step].float(), dim=1)
+        if bool(((n - 1).abs() > tol).logical_and(n > 0).any()):
+            return False
+    return True
 
 
 class _Tiles:
@@ -51,10 +87,10 @@ class _Tiles:
         self.buf = np.empty(rows * cols, np.float32) if device.type == "cpu" else None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.buf is not None and a.dtype == torch.float32:
+        if self.buf is not None:  # fp16 storage on CPU (out of core): upcast this tile only
             m, n = a.shape[0], b.shape[0]
             out = self.buf[: m * n].reshape(m, n)
-            np.matmul(a.numpy(), b.numpy().T, out=out)
+            np.matmul(_f32(a), _f32(b).T, out=out)
             return torch.from_numpy(out)
         if a.dtype == torch.float32:
             return a @ b.T
@@ -62,6 +98,10 @@ class _Tiles:
             return torch.mm(a, b.T, out_dtype=torch.float32)
         except (TypeError, RuntimeError):  # torch without mm.dtype: upcast (same values up to rounding)
             return a.float() @ b.float().T
+
+
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return t.numpy() if t.dtype == torch.float32 else t.float().numpy()
 
 
 def _chunks(n_rows: int, n_cols: int, device: torch.device, chunk: int | None) -> tuple[int, int]:

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 
 from curate.store import Store
+from curate.store.resident import load_resident
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+WRITE_CHUNK = 100_000  # coordinates written per set_payloads call
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def map_pool(
     say = log or (lambda _m: None)
     fx, fy = map_fields(enc)
     t0 = time.perf_counter()
-    ids, X = store.load_vectors(collection, enc)
+    ids, X = load_resident(store, collection, enc)
     res = MapResult(enc, (fx, fy), len(ids), seconds={"read": time.perf_counter() - t0})
     if len(ids) < 3:
         raise ValueError(f"collection {collection!r} has {len(ids)} vectors for {enc}; a map needs at least 3")
@@ -146,9 +149,11 @@ def map_pool(
         xy_all = layout(X, cfg, res, progress, say)
         xy, new_ids = xy_all, ids
     t = time.perf_counter()
-    store.set_payloads(collection, {
-        pid: {fx: round(float(a), 5), fy: round(float(b), 5)} for pid, (a, b) in zip(new_ids, xy, strict=True)
-    })
+    for lo in range(0, len(new_ids), WRITE_CHUNK):  # one dict per point for a chunk, not for the pool
+        store.set_payloads(collection, {
+            pid: {fx: round(float(a), 5), fy: round(float(b), 5)}
+            for pid, (a, b) in zip(new_ids[lo : lo + WRITE_CHUNK], xy[lo : lo + WRITE_CHUNK], strict=True)
+        })
     meta = store.get_meta(collection)  # re-read: never overwrite what another step wrote meanwhile
     meta.setdefault("maps", {})[enc] = {"settings": cfg.record(), "fields": [fx, fy], "points": len(ids),
                                         "fitted_on": res.fitted or prior.get("fitted_on", 0)}
@@ -173,7 +178,7 @@ def layout(
         pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[fit_rows])
 
     def reduce(rows: np.ndarray) -> np.ndarray:
-        part = X[rows]
+        part = X[rows].astype(np.float32)  # a fp16 (out-of-core) pool: upcast this chunk only
         return (pca.transform(part) if pca is not None else part).astype(np.float32)
 
     model = _umap(cfg, len(fit_rows))

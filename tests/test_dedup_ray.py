@@ -74,3 +74,15 @@ def test_cli_dedup_engine_ray_writes_the_local_outputs(tmp_path, monkeypatch, ra
         assert res.exit_code == 0, res.output
         tables.append(pl.read_parquet(tmp_path / out / "dedup_groups.parquet"))
     assert len(tables[0]) > 10 and tables[0].equals(tables[1])
+
+
+def test_find_groups_leaves_the_callers_pool_as_it_was() -> None:
+    """The greedy reorders the matrix in place (out of core: no second copy); it must put it back,
+    or a second call on the same pool clusters other rows and finds other groups."""
+    pool, x = _pool(0)
+    before = pool.vectors.copy(), pool.node_of_row.copy(), pool.info.vec_row.copy()
+    kw = {"threshold": 0.95, "keep": "largest", "linkage": "star", "n_clusters": 8, "probes": 2, "device": "cpu"}
+    first = find_groups(pool, mode="clustered", **kw)
+    assert np.array_equal(pool.vectors, before[0]) and np.array_equal(pool.node_of_row, before[1])
+    assert np.array_equal(pool.info.vec_row, before[2])
+    assert find_groups(pool, mode="clustered", **kw).table.equals(first.table)

@@ -34,6 +34,7 @@ from curate.device import pick_device
 from curate.files import write_atomic
 from curate.kernels import check_threshold, iter_pairs_above
 from curate.store import Condition, Store
+from curate.store.resident import load_resident
 
 MODES = ("auto", "exact", "clustered")
 # `auto` switches to clustered search above these pool sizes: exact all-pairs then costs more than
@@ -99,23 +100,28 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
     rel = [str(payload[i].get("relpath") or payload[i].get("path") or i) for i in ids]
     area = np.array([float(payload[i].get("width") or 0) * float(payload[i].get("height") or 0) for i in ids])
     nbytes = np.array([float(payload[i].get("bytes") or 0) for i in ids])
+    hashes = [payload[i].get("sha256") for i in ids]
+    paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
+    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
+    del payload  # one dict per point: freed before the matrix is read, so the two never peak together
     vectors = vector_ids = None
     if encoder is not None:
-        vector_ids, vectors = store.load_vectors(collection, encoder, where or None)
-        keep = [k for k, v in enumerate(vector_ids) if v in payload]  # points added mid-read
+        vector_ids, vectors = load_resident(store, collection, encoder, where or None)
+        known = set(ids)
+        keep = [k for k, v in enumerate(vector_ids) if v in known]  # points added mid-read
+        del known
         if len(keep) != len(vector_ids):
             vector_ids, vectors = [vector_ids[k] for k in keep], vectors[keep]
     pool = Pool.from_arrays(
         ids,
         paths=rel,
-        hashes=[payload[i].get("sha256") for i in ids],
+        hashes=hashes,
         area=area,
         nbytes=nbytes,
         vectors=vectors,
         vector_ids=vector_ids,
     )
-    pool.paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
-    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
+    pool.paths = paths
     if vectors is not None:
         failed |= pool.info.vec_row < 0  # no vector for this encoder: it failed to embed
     pool.failed = failed
@@ -327,12 +333,20 @@ def _greedy_groups(
         rank_of_row[rep_rows] = np.arange(len(reps))
         rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
     tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
-    if pairs is not None and rank_subsets is not None:
-        leader = ray_dedup.groups_from_pairs(linkage, vec[rep_rows], threshold, rank_subsets,
-                                             ray_dedup.renumber(pairs, rank_of_row), device=device)
-    else:
-        fn = star_groups if linkage == "star" else complete_groups
-        leader = fn(vec[rep_rows], threshold, subsets=rank_subsets, device=device, **tile_kw)
+    saved = pool.node_of_row, pool.info
+    perm = _reps_first(pool, rep_rows)  # the greedy reads reps in priority order: a view, not a second matrix
+    try:
+        rep_vec = pool.vectors[: len(reps)]
+        if pairs is not None and rank_subsets is not None:  # pairs and rank_of_row name the rows before the reorder
+            leader = ray_dedup.groups_from_pairs(linkage, rep_vec, threshold, rank_subsets,
+                                                 ray_dedup.renumber(pairs, rank_of_row), device=device)
+        else:
+            fn = star_groups if linkage == "star" else complete_groups
+            leader = fn(rep_vec, threshold, subsets=rank_subsets, device=device, **tile_kw)
+    finally:  # the caller's pool comes back as it was: a second find_groups on it must see the same rows
+        if perm is not None:
+            permute_rows(pool.vectors, np.argsort(perm))
+            pool.node_of_row, pool.info = saved
     return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
 
 
@@ -402,6 +416,43 @@ def _verified_groups(
     else:
         leader = edge_groups(len(reps), ra, rb, linkage)
     return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
+
+
+def _reps_first(pool: Pool, rep_rows: np.ndarray) -> np.ndarray | None:
+    """Reorder the pool's vector rows in place so rows `rep_rows` come first, in that order (the rest
+    after them), and update the row <-> point maps to match. Out of core: `vectors[rep_rows]` was a
+    second pool-sized matrix; this moves rows by following the permutation's cycles with one row
+    of scratch. Returns the permutation (None when the rows were already in that order)."""
+    assert pool.vectors is not None
+    n = len(pool.vectors)
+    perm = np.concatenate([rep_rows, np.setdiff1d(np.arange(n), rep_rows, assume_unique=True)])
+    if np.array_equal(perm, np.arange(n)):
+        return None
+    permute_rows(pool.vectors, perm)
+    pool.node_of_row = pool.node_of_row[perm]
+    vec_row = np.full(len(pool.info.vec_row), -1, dtype=np.int64)
+    vec_row[pool.node_of_row] = np.arange(n)
+    pool.info = dataclasses.replace(pool.info, vec_row=vec_row)  # a new object: a caller's copy keeps its own
+    return perm  # the caller undoes it with permute_rows(vectors, argsort(perm))
+
+
+def permute_rows(a: np.ndarray, perm: np.ndarray) -> None:
+    """a[:] = a[perm] in place (O(1) extra rows): each cycle of the permutation is rotated once."""
+    done = np.zeros(len(perm), dtype=bool)
+    done[perm == np.arange(len(perm))] = True
+    for start in np.flatnonzero(~done):
+        if done[start]:
+            continue
+        tmp = a[start].copy()
+        i = start
+        while True:
+            j = int(perm[i])
+            done[i] = True
+            if j == start:
+                a[i] = tmp
+                break
+            a[i] = a[j]
+            i = j
 
 
 def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,

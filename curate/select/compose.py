@@ -21,6 +21,7 @@ same images as the CLI on the store (which reads points sorted by id).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,8 @@ def canonical_order(pool: Pool) -> np.ndarray:
     if pool.ids is not None:
         if len(pool.ids) != n:
             raise ValueError(f"pool has {n} vectors but {len(pool.ids)} ids")
+        if all(a < b for a, b in itertools.pairwise(map(str, pool.ids))):  # store reads come sorted:
+            return np.arange(n)  # no N-string array, no argsort, and `_permuted` skips its copy
         ids = np.asarray([str(i) for i in pool.ids])
         order = np.argsort(ids, kind="stable")
         if n > 1 and (ids[order[1:]] == ids[order[:-1]]).any():
@@ -157,6 +160,8 @@ def _permuted(pool: Pool, order: np.ndarray) -> Pool:
     def take(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else np.asarray(a)[order]
 
+    if np.array_equal(order, np.arange(len(order))):
+        return pool  # already canonical: no copy of a pool-sized matrix
     return Pool(np.ascontiguousarray(pool.X[order]), pool.candidate[order], pool.center[order],
                 [pool.payloads[i] for i in order], take(pool.uncertainty), pool.query,
                 None if pool.ids is None else [pool.ids[i] for i in order])

@@ -304,7 +304,9 @@ def kcenter_select(
             for r0, r1 in loop.bounds:  # masked column sums as GEMVs: one read, no copy of the rows
                 total += mm_f32(x[r0:r1].T, mask[r0:r1]).double()
             mean = (total / int(cand.sum())).float()
-            s0 = mm_f32(x, mean.to(x.dtype)).mul_(2).sub_(norms).add_(bias)
+            s0 = torch.empty(n, dtype=torch.float32, device=dev)
+            for r0, r1 in loop.bounds:  # row tiles: a fp16 matrix is never upcast whole
+                s0[r0:r1] = mm_f32(x[r0:r1], mean.to(x.dtype)).mul_(2).sub_(norms[r0:r1]).add_(bias[r0:r1])
             first = torch.argmax(s0)
             first_score = s0[first]
 

@@ -22,12 +22,14 @@ def to_storage(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tens
 
     On CPU with a float32 C-contiguous numpy array this is zero-copy."""
     dtype = storage_dtype(device)
+    if device.type == "cpu" and x.dtype in (np.float16, torch.float16):
+        dtype = torch.float16  # an out-of-core (fp16 resident) pool stays fp16; products upcast per tile
     if isinstance(x, torch.Tensor):
         return x.to(device=device, dtype=dtype).contiguous()
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D matrix of vectors, got shape {x.shape}")
     if device.type == "cpu":
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float16 if dtype == torch.float16 else np.float32))
     out = torch.empty(x.shape, dtype=dtype, device=device)
     step = rows_per_chunk(x.shape[1], torch.device("cpu"), fraction=0.02)
     for r0 in range(0, x.shape[0], step):  # host chunks: never a second fp32 copy of the pool
@@ -44,6 +46,9 @@ def mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a @ b
     squeeze = b.ndim == 1
     bb = b[:, None] if squeeze else b
+    if a.device.type == "cpu":  # no fp32-output fp16 GEMM on CPU: upcast (callers pass row tiles)
+        out = a.float() @ bb.float()
+        return out[:, 0] if squeeze else out
     try:
         out = torch.mm(a, bb, out_dtype=torch.float32)
     except (TypeError, RuntimeError):  # no fp32-output GEMM for this backend: upcast
@@ -64,11 +69,15 @@ def sq_norms(x: torch.Tensor) -> torch.Tensor:
 
 
 def unit_rows(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
-    """L2-normalized float32 rows (zero rows stay zero). Store vectors already are; this makes
-    the API safe for arbitrary input. `inplace` avoids a second copy of a large pool."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    if inplace and x.flags.writeable:
-        x /= n
-        return x
-    return x / n
+    """L2-normalized rows (zero rows stay zero), float32, or float16 for a fp16 (out-of-core)
+    matrix. Store vectors already are; this makes the API safe for arbitrary input. `inplace`
+    avoids a second copy of a large pool; rows are normalized in blocks, computed in fp32."""
+    x = np.asarray(x)
+    if x.dtype != np.float16:
+        x = np.asarray(x, dtype=np.float32)
+    out = x if inplace and x.flags.writeable else np.empty_like(x)
+    step = max(1, (1 << 24) // max(1, x.shape[1])) if x.ndim == 2 else len(x)
+    for r0 in range(0, len(x), step):
+        c = x[r0 : r0 + step].astype(np.float32)
+        out[r0 : r0 + step] = c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
+    return out

@@ -37,6 +37,14 @@ from curate.store.vector_cache import VectorCache, id_order, uuid_bytes, uuid_st
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _WRITE_BATCH = 2_000
+# Edge vector storage is chunked mmap files. By default Edge reads every vector into memory when
+# it loads a shard (2 GiB of RSS at 1M x 512, 20 GiB at 10M), and pages written stay mapped, so
+# ingest RSS grew with N (3.35 GiB at 1M). New vector shards are created on disk (loaded without
+# touching the vectors; analyses read the raw-array cache anyway), and after this many points
+# written a shard is flushed and reopened, which unmaps what was written: bounded ingest memory.
+# Shards created before keep their config (they still load into memory).
+ON_DISK_VECTORS = True
+REOPEN_AFTER_POINTS = 250_000
 _OPEN_IN_THIS_PROCESS: set[str] = set()
 
 
@@ -91,6 +99,8 @@ class EdgeStore(Store):
         self.location = str(self.root)
         self._shards: dict[tuple[str, str], qe.EdgeShard] = {}
         self._caches: dict[tuple[str, str], VectorCache] = {}
+        self._written: dict[tuple[str, str], int] = {}  # points written per shard since it was opened
+        self._reseal: dict[tuple[str, str], bool] = {}  # vector caches written now: seal them on close?
         self._copies: Path | None = None  # read-only mode: where shard copies live
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store {self.root} is a file, not a folder; point --store / CURATE_STORE at a folder")
@@ -198,7 +208,7 @@ class EdgeStore(Store):
             path = self._dir(collection) / "vectors" / check_name("encoder", encoder)
             cfg = None
             if dim is not None:
-                params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+                params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=ON_DISK_VECTORS)
                 cfg = qe.EdgeConfig(vectors={encoder: params})
             elif not path.exists():
                 raise StoreError(f"encoder {encoder!r} has no vectors in collection {collection!r}")
@@ -223,6 +233,8 @@ class EdgeStore(Store):
             self._shards.pop(key).close()
         for key in [k for k in self._caches if k[0] == collection]:
             del self._caches[key]
+        for key in [k for k in self._reseal if k[0] == collection]:
+            del self._reseal[key]
         shutil.rmtree(self._dir(collection), ignore_errors=True)
 
     def get_meta(self, collection: str) -> dict[str, Any]:
@@ -237,7 +249,12 @@ class EdgeStore(Store):
         write_atomic(self._dir(collection) / "meta.json", lambda tmp: tmp.write_text(text))
 
     def _create_vector_collection(self, collection: str, encoder: str, dim: int) -> None:
+        new = not (self._dir(collection) / "vectors" / check_name("encoder", encoder)).exists()
         self._vectors(collection, encoder, dim)
+        if new:  # an empty shard: an empty cache mirrors it
+            cache = VectorCache(self._dir(collection) / "vector_cache" / encoder, dim)
+            cache.clear()
+            cache.seal(0)
 
     # ---- writes ----------------------------------------------------------------------------
     def upsert_points(self, collection: str, ids: list[str], payloads: list[Payload]) -> None:
@@ -249,11 +266,33 @@ class EdgeStore(Store):
                 for i, p in zip(ids[lo : lo + _WRITE_BATCH], payloads[lo : lo + _WRITE_BATCH], strict=True)
             ]
             shard.update(qe.UpdateOperation.upsert_points(pts))
+        self._count_written((collection, ""), len(ids))
+
+    def _count_written(self, key: tuple[str, str], n: int) -> None:
+        """Flush and reopen a shard after REOPEN_AFTER_POINTS writes (see there): bounded ingest RSS."""
+        self._written[key] = self._written.get(key, 0) + n
+        if self._written[key] >= REOPEN_AFTER_POINTS:
+            self._release(key)
+            self._written[key] = 0
+
+    def _release(self, key: tuple[str, str]) -> None:
+        """Flush and close a shard, unmapping its pages; the next access reopens it (_points / _vectors)."""
+        shard = self._shards.pop(key, None)
+        if shard is not None:
+            try:
+                shard.flush()
+            finally:
+                shard.close()
 
     def upsert_vectors(self, collection: str, encoder: str, ids: list[str], vectors: np.ndarray) -> None:
         self._check_writable("add vectors")
         shard = self._vectors(collection, encoder)
         cache = self._cache(collection, encoder)
+        key = (collection, encoder)
+        if key not in self._reseal:  # first write of this session: break the seal
+            self._reseal[key] = cache.sealed_count() is not None
+            cache.unseal()
+        reseal, self._reseal[key] = self._reseal[key], False  # a write that raises leaves it unsealed
         # Cosine shards normalize on insert; normalize here so the cache holds the same rows.
         vectors = np.asarray(vectors, dtype=np.float32)
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -262,6 +301,8 @@ class EdgeStore(Store):
             pts = [qe.Point(i, {encoder: v}) for i, v in zip(ids[lo : lo + _WRITE_BATCH], part.tolist(), strict=True)]
             shard.update(qe.UpdateOperation.upsert_points(pts))
             cache.append(ids[lo : lo + _WRITE_BATCH], part)  # after the shard: the cache may lag, never lead
+        self._reseal[key] = reseal
+        self._count_written(key, len(ids))
 
     def _cache(self, collection: str, encoder: str) -> VectorCache:
         key = (collection, encoder)
@@ -283,7 +324,8 @@ class EdgeStore(Store):
         """Read through the validated raw-array cache (rebuilt from the shard when stale), out of core:
         only the wanted rows are copied, once, straight into the sorted matrix of `dtype`."""
         cache = self._cache(collection, encoder)
-        raw_ids, src = cache.load(
+        sealed = None if (collection, encoder) in self._reseal else cache.load_sealed()
+        raw_ids, src = sealed if sealed is not None else cache.load(
             self.count_vectors(collection, encoder),
             lambda ids: self.get_vectors(collection, encoder, ids),
             lambda: self.iter_vectors(collection, encoder),
@@ -315,6 +357,7 @@ class EdgeStore(Store):
             shard.update(qe.UpdateOperation.delete_payload_by_filter(edge_filter(native) or qe.Filter(), keys))
             return
         for batch in list(self.scan_payload(collection, where, fields=[])):
+            shard = self._points(collection)  # a long scan may have closed it (scan_payload)
             shard.update(qe.UpdateOperation.delete_payload([pid for pid, _ in batch], keys))
 
     def flush(self) -> None:
@@ -328,6 +371,11 @@ class EdgeStore(Store):
             finally:
                 shard.close()
         self._shards.clear()
+        for key, was_sealed in self._reseal.items():  # a clean close: the caches mirror the shards
+            if was_sealed:
+                cache = self._cache(*key)
+                cache.seal(cache.unique_count())
+        self._reseal.clear()
         if self._lock_file is not None and not self._lock_file.closed:
             fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
@@ -344,7 +392,7 @@ class EdgeStore(Store):
             self._shards.pop(key).close()
         path = self._dir(collection) / "vectors" / encoder
         cfg = qe.EdgeConfig(
-            vectors={encoder: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            vectors={encoder: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=ON_DISK_VECTORS)},
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         )
@@ -360,6 +408,12 @@ class EdgeStore(Store):
         return int(self._points(collection).count(qe.CountRequest(exact=True, filter=edge_filter(native))))
 
     def count_vectors(self, collection: str, encoder: str) -> int:
+        key = (collection, encoder)
+        cached = (self._dir(collection) / "vector_cache" / check_name("encoder", encoder)).is_dir()
+        if key not in self._shards and key not in self._reseal and cached:
+            sealed = self._cache(collection, encoder).sealed_count()  # no need to open (map) the shard
+            if sealed is not None:
+                return sealed
         return int(self._vectors(collection, encoder).count(qe.CountRequest(exact=True)))
 
     def existing_ids(self, collection: str, ids: list[str], encoder: str | None = None) -> set[str]:
@@ -383,15 +437,16 @@ class EdgeStore(Store):
         fields: list[str] | None = None,
         batch: int = 10_000,
     ) -> Iterator[list[tuple[str, Payload]]]:
-        shard = self._points(collection)
+        self._points(collection)  # a missing collection fails here, before the first batch
         native, local = split_conditions(where)
         wanted = None if fields is None else list(dict.fromkeys([*fields, *(c.key for c in local)]))
         with_payload: bool | list[str] = True if wanted is None else (wanted or False)
         flt = edge_filter(native)
         offset = None
+        seen = 0
         while True:
             req = qe.ScrollRequest(offset=offset, limit=batch, filter=flt, with_payload=with_payload, with_vector=False)
-            records, offset = shard.scroll(req)
+            records, offset = self._points(collection).scroll(req)  # reopened if a nested scan released it
             out = [(str(r.id), dict(r.payload or {})) for r in records]
             if local:
                 out = [(pid, p) for pid, p in out if all(c.matches(p) for c in local)]
@@ -399,7 +454,10 @@ class EdgeStore(Store):
                     out = [(pid, {k: v for k, v in p.items() if k in fields}) for pid, p in out]
             if out:
                 yield out
+            seen += len(records)
             if offset is None:
+                if seen >= REOPEN_AFTER_POINTS:  # a whole-pool scan touched every payload page:
+                    self._release((collection, ""))  # unmap them before the caller reads vectors
                 return
 
     def iter_vectors(

@@ -9,6 +9,13 @@ The shard stays the source of truth. Vectors are written once per (point, encode
 is written before the cache, so the cache can only lag the shard; `load` checks the count and a
 sample of vectors against the shard and rebuilds from the shard on any mismatch.
 
+A seal (seal.json: the shard's count and the two files' sizes) says the cache mirrored the shard
+exactly when the writing process closed the store; a sealed cache is read without opening the
+shard at all (opening an Edge vector shard maps and touches all its vectors: 2 GiB of RSS at
+1M x 512). Writers break the seal before their first shard write and seal again only on a clean
+close of a cache that was sealed (or new) before, so a process killed mid-write leaves no seal and
+the next read validates against the shard as above.
+
 Reads are out of core: `load` keeps only the ids in memory (16 bytes per row) and maps the rows
 file; `gather` then copies the wanted rows, in the wanted order and dtype, into the one matrix the
 analysis gets, reading the file in blocks. Peak memory is that matrix plus one block, not two full
@@ -17,6 +24,7 @@ copies (read everything, then reorder).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -59,6 +67,41 @@ class VectorCache:
     def _rows(self) -> Path:
         return self.folder / "rows.f32"
 
+    @property
+    def _seal(self) -> Path:
+        return self.folder / "seal.json"
+
+    def _sizes(self) -> list[int]:
+        return [p.stat().st_size if p.exists() else 0 for p in (self._ids, self._rows)]
+
+    def sealed_count(self) -> int | None:
+        """The shard's vector count recorded by the last clean close, if the files are unchanged since."""
+        try:
+            seal = json.loads(self._seal.read_text())
+            return int(seal["count"]) if seal.get("sizes") == self._sizes() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def seal(self, count: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._seal.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"count": int(count), "sizes": self._sizes()}))
+        os.replace(tmp, self._seal)
+
+    def unseal(self) -> None:
+        self._seal.unlink(missing_ok=True)
+
+    def unique_count(self) -> int:
+        return len(self._read()[0])
+
+    def load_sealed(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, src) like `load`, without the shard, when the seal holds; else None."""
+        count = self.sealed_count()
+        if count is None:
+            return None
+        ids, _, src = self._read()
+        return (ids, src) if len(ids) == count else None
+
     def append(self, ids: list[str], vectors: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self._ids, "ab") as f:
@@ -91,9 +134,10 @@ class VectorCache:
         """Validated (ids, src): each id and its row in the rows file (read them with `gather`);
         rebuilt from the shard when the cache is missing or stale."""
         ids, rows, src = self._read()
-        if len(ids) == shard_count and self._sample_matches(ids, rows, src, shard_vectors):
-            return ids, src
-        return self.rebuild(shard_iter)
+        if not (len(ids) == shard_count and self._sample_matches(ids, rows, src, shard_vectors)):
+            ids, src = self.rebuild(shard_iter)
+        self.seal(shard_count)  # checked against the shard just now: later reads need not open it
+        return ids, src
 
     def _sample_matches(self, ids: np.ndarray, rows: np.ndarray, src: np.ndarray, shard_vectors) -> bool:
         if len(ids) == 0:
