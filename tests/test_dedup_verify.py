@@ -254,3 +254,39 @@ def test_cli_missing_files_auto_falls_back_and_on_counts_them(pool, tmp_path) ->
         assert res.exit_code == 2 and "--verify 'maybe'" in res.output
     finally:
         moved.rename(img_dir)
+
+
+def test_thumbnail_neighbours_find_copies_the_encoders_neighbours_miss(tmp_path) -> None:
+    """Pooled CNN features can put a resized or cropped copy farther from its original than distinct
+    look-alikes (benchmarks/dedup.py). Here no image's 2 nearest vectors show its own picture, so
+    with 2 candidates per image only the thumbnail neighbours can propose the copy pairs."""
+    from curate.dedup import PairVerifier
+
+    paths, picture = [], []
+    for s in range(6):
+        img = textured(40 + s, 128)
+        for kind in ("orig", "resize50", "bright"):
+            p = tmp_path / f"{s}-{kind}.png"
+            p.write_bytes(encoded(img) if kind == "orig" else copy_of(img, kind))
+            paths.append(str(p))
+            picture.append(s)
+    picture = np.array(picture)
+    n = len(paths)
+    # vectors in which no image's 2 nearest neighbours show its own picture (the first seed that does)
+    for seed in range(1000):
+        x = np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        top2 = np.argsort(-(x @ x.T), axis=1)[:, 1:3]
+        if not (picture[top2] == picture[:, None]).any():
+            break
+    assert not (picture[top2] == picture[:, None]).any()  # the encoder misses every copy
+    ids = [f"{m:02d}" for m in range(n)]
+    pool = Pool.from_arrays(ids, vectors=x, paths=paths)
+    verifier = PairVerifier(paths)
+    res = find_groups(pool, threshold=-0.99, verifier=verifier, candidates=2, keep="first", device="cpu")
+    groups = {}
+    for g, pid in res.table.select("group", "id").iter_rows():
+        groups.setdefault(g, set()).add(int(pid))
+    found = sorted(tuple(sorted(picture[list(m)].tolist())) for m in groups.values())
+    assert verifier.stats.from_thumbs > 0
+    assert found == [(s, s, s) for s in range(6)]  # every picture's three files, nothing else

@@ -5,6 +5,10 @@ union of those (each unordered pair once). So the work that follows (decoding, v
 O(N K) whatever the pool looks like, never "all pairs above a loose cut", which on a pool of
 look-alikes is most pairs. The neighbour search itself is the exact top-k kernel (cost N^2 d, memory
 one tile), or top-k inside each k-means cluster in clustered mode.
+
+With verification on, a second list of candidates comes from small thumbnails of the images (decoded
+anyway for verification), and the two lists are merged: the encoder proposes semantic look-alikes,
+the thumbnails propose what was resized, re-encoded, cropped or turned (see THUMB_FLOOR).
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from curate.kernels import topk_similarity
 # decides, the floor only drops pairs that cannot be the same picture.
 CANDIDATE_FLOOR = 0.5
 CANDIDATES = 8
+# The second source, when the images are verified: each image's top-k neighbours among 16 x 16
+# grayscale thumbnails (centred, unit length; curate.dedup.verify.thumb_vector). Pooled CNN features
+# put a 50% resize or 85% crop of a textile below its distinct look-alikes; the thumbnail keeps it
+# near its original. A loose floor again: verification decides.
+THUMB_FLOOR = 0.5
 
 
 def knn_pairs(

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from curate.dedup.candidates import CANDIDATE_FLOOR, CANDIDATES, knn_pairs
+from curate.dedup.candidates import CANDIDATE_FLOOR, CANDIDATES, THUMB_FLOOR, knn_pairs
 from curate.dedup.cut import MAX_SHARE, RELATIVE, CutChoice, derive_cut
 from curate.dedup.exact import exact_edges
 from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
@@ -392,9 +392,20 @@ def _verified_groups(
     if mode == "clustered":
         subsets = cluster_subsets(pool.vectors[rows], n_clusters=n_clusters, probes=probes, device=device)
     i, j, _ = knn_pairs(pool.vectors[rows], k, floor, subsets=subsets, device=device)
+    from_thumbs = 0
+    thumbnails = getattr(verifier, "thumbnails", None)
+    if thumbnails is not None:  # a second source: copies the encoder's neighbours miss (resize, crop, turn)
+        thumbs = thumbnails(pool.node_of_row[rows])
+        t_subsets = None
+        if mode == "clustered":
+            t_subsets = cluster_subsets(thumbs, n_clusters=n_clusters, probes=probes, device=device)
+        ti, tj, _ = knn_pairs(thumbs, k, THUMB_FLOOR, subsets=t_subsets, device=device)
+        key = np.unique(np.concatenate([i * len(rows) + j, ti * len(rows) + tj]))
+        from_thumbs = len(key) - len(i)
+        i, j = key // len(rows), key % len(rows)
     na, nb = pool.node_of_row[rows[i]], pool.node_of_row[rows[j]]
     ok = verifier(na, nb)
-    verifier.stats.k, verifier.stats.floor = k, floor
+    verifier.stats.k, verifier.stats.floor, verifier.stats.from_thumbs = k, floor, from_thumbs
     la, lb = hash_label[na[ok]], hash_label[nb[ok]]
     degree = None
     if keep == "central":  # confirmed copies per set of identical files

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.decode import DecodeError, decode_image, read_bytes
-from curate.dedup.verify import WORK_SIDE, Signature, signature, verify_pair
+from curate.dedup.verify import WORK_SIDE, Signature, signature, thumb_vector, verify_pair
 
 VERIFY_MODES = ("auto", "on", "off")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -22,6 +22,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 @dataclass
 class VerifyStats:
     candidates: int = 0  # candidate pairs from the nearest neighbours (byte-identical ones included)
+    from_thumbs: int = 0  # of those, pairs only the thumbnails' nearest neighbours proposed
     exact: int = 0  # candidates with the same bytes: no verification needed
     verified: int = 0  # pairs the images confirm as the same picture
     rejected: int = 0
@@ -39,7 +40,9 @@ class VerifyStats:
         ips = self.images / self.decode_s if self.decode_s else 0.0
         pps = (self.candidates - self.exact) / self.verify_s if self.verify_s else 0.0
         bad = f", {self.unreadable} with an unreadable image" if self.unreadable else ""
-        return (f"verified {self.candidates} candidate pairs (top-{self.k} neighbours at cosine >= {self.floor:g}) "
+        extra = f", {self.from_thumbs} more from thumbnail neighbours" if self.from_thumbs else ""
+        return (f"verified {self.candidates} candidate pairs (top-{self.k} neighbours at cosine >= {self.floor:g}"
+                f"{extra}) "
                 f"on the images: {self.verified} same picture, {self.rejected} rejected{bad}, {self.exact} "
                 f"byte-identical; {self.images} images decoded at {ips:.0f}/s, {pps:.0f} pairs/s")
 
@@ -61,6 +64,17 @@ def _load(path: str) -> Signature | None:
         return None
 
 
+def load_signatures(paths: Sequence[str], nodes: np.ndarray, sigs: dict[int, Signature | None], ex: ThreadPoolExecutor,
+                    progress: Progress | None = None) -> int:
+    """Decode the images of `nodes` not in `sigs` yet (each image once per run); returns how many."""
+    need = [int(i) for i in nodes if int(i) not in sigs]
+    for n, (node, sig) in enumerate(zip(need, ex.map(lambda i: _load(paths[i]), need), strict=True), 1):
+        sigs[node] = sig
+        if progress and (n % 64 == 0 or n == len(need)):
+            progress("decode", n, len(need))
+    return len(need)
+
+
 def verify_pairs(
     paths: Sequence[str],
     a: np.ndarray,
@@ -69,9 +83,11 @@ def verify_pairs(
     same_bytes: np.ndarray | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    sigs: dict[int, Signature | None] | None = None,
 ) -> tuple[np.ndarray, VerifyStats]:
     """Bool mask over pairs (a[k], b[k]) (indices into `paths`): True where the two images show the
-    same picture. Pairs flagged in `same_bytes` are True without looking at the images."""
+    same picture. Pairs flagged in `same_bytes` are True without looking at the images. `sigs`: the
+    signatures decoded so far (filled in; the images already there are not decoded again)."""
     n_pairs = len(a)
     ok = np.zeros(n_pairs, dtype=bool)
     exact = np.zeros(n_pairs, dtype=bool) if same_bytes is None else np.asarray(same_bytes, dtype=bool)
@@ -80,14 +96,11 @@ def verify_pairs(
     workers = workers or default_workers()
     stats = VerifyStats(candidates=n_pairs, exact=int(exact.sum()), workers=workers)
     need = np.unique(np.concatenate([a[todo], b[todo]])) if len(todo) else np.empty(0, np.int64)
-    sigs: dict[int, Signature | None] = {}
+    sigs = {} if sigs is None else sigs
     t, c = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        for n, (node, sig) in enumerate(zip(need, ex.map(lambda i: _load(paths[i]), need), strict=True), 1):
-            sigs[int(node)] = sig
-            if progress and (n % 64 == 0 or n == len(need)):
-                progress("decode", n, len(need))
-        stats.images, stats.decode_s, stats.decode_cpu_s = len(need), time.perf_counter() - t, time.process_time() - c
+        decoded = load_signatures(paths, need, sigs, ex, progress)
+        stats.images, stats.decode_s, stats.decode_cpu_s = decoded, time.perf_counter() - t, time.process_time() - c
         t, c = time.perf_counter(), time.process_time()
 
         def check(k: int) -> tuple[bool, bool]:
@@ -115,6 +128,18 @@ class PairVerifier:
                  workers: int | None = None, progress: Progress | None = None) -> None:
         self.paths, self.hashes, self.workers, self.progress = paths, hashes, workers, progress
         self.stats = VerifyStats()
+        self.sigs: dict[int, Signature | None] = {}
+        self._thumb_decode = (0, 0.0, 0.0)  # images, wall s, CPU s spent decoding for thumbnails()
+
+    def thumbnails(self, nodes: np.ndarray) -> np.ndarray:
+        """[len(nodes), THUMB_SIDE^2] thumbnail vectors (curate.dedup.verify.thumb_vector) of these
+        points' images, decoding each once; the signatures stay for the verification that follows."""
+        t, c = time.perf_counter(), time.process_time()
+        with ThreadPoolExecutor(max_workers=self.workers or default_workers()) as ex:
+            n = load_signatures(self.paths, nodes, self.sigs, ex, self.progress)
+        self._thumb_decode = (n, time.perf_counter() - t, time.process_time() - c)
+        return np.stack([thumb_vector(self.sigs[int(i)]) for i in nodes]) if len(nodes) else \
+            np.zeros((0, 1), np.float32)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         same = None
@@ -123,5 +148,9 @@ class PairVerifier:
             same = np.array([bool(h[x]) and h[x] == h[y] for x, y in zip(a.tolist(), b.tolist(), strict=True)],
                             dtype=bool)
         ok, self.stats = verify_pairs(self.paths, a, b, same_bytes=same, workers=self.workers,
-                                      progress=self.progress)
+                                      progress=self.progress, sigs=self.sigs)
+        n, wall, cpu = self._thumb_decode
+        self.stats.images += n
+        self.stats.decode_s += wall
+        self.stats.decode_cpu_s += cpu
         return ok

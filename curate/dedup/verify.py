@@ -42,6 +42,7 @@ TINY_SIDE = 32
 TINY_NCC = 0.98
 TINY_SCALES = (0.85, 0.92, 1.0, 1.087, 1.176)
 TINY_ANGLES = (-6.0, -3.0, 0.0, 3.0, 6.0)
+THUMB_SIDE = 16  # the second candidate source: a 16 x 16 grayscale thumbnail, zero-mean, unit length
 
 
 def _cv2():  # noqa: ANN202 - the cv2 module
@@ -92,6 +93,21 @@ def signature(img) -> Signature:  # noqa: ANN001 - PIL image (RGB, EXIF applied)
             sig.kp = np.array([k.pt for k in kps], dtype=np.float32)
             sig.desc = desc
     return sig
+
+
+def thumb_vector(sig: Signature | None) -> np.ndarray:
+    """The image's THUMB_SIDE x THUMB_SIDE grayscale thumbnail (aspect ignored), centred and unit
+    length, so brightness and contrast changes do not move it; zeros for an unreadable image.
+    Re-encoding, resizing and small crops or turns barely move it, while pooled CNN features move a
+    lot: it proposes the candidates the encoder's neighbours miss (see curate.dedup.candidates)."""
+    out = np.zeros(THUMB_SIDE * THUMB_SIDE, dtype=np.float32)
+    if sig is None:
+        return out
+    cv2 = _cv2()
+    t = cv2.resize(sig.photo, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    t -= t.mean()
+    norm = float(np.linalg.norm(t))
+    return t / norm if norm > 1e-6 else out
 
 
 @dataclass
