@@ -217,7 +217,12 @@ def _run(store: Path, *args: str):  # noqa: ANN202
 
 def test_cli_default_groups_each_copy_with_its_original(pool, tmp_path) -> None:
     store, _, planted = pool
+    # 12 confirmed copies in a pool of 29: over the 20% stop-and-ask share, so nothing is written
+    # without --force (as with a cut), and the line says the pairs were confirmed on the images
     res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path), "--candidates", "8")
+    assert res.exit_code == 2 and "each confirmed on the images: nothing written" in " ".join(res.output.split())
+    assert not (tmp_path / "dedup_groups.parquet").exists()
+    res = _run(store, "dedup", "--no-tags", "--out", str(tmp_path), "--candidates", "8", "--force")
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "near = verified on the images" in text, res.output
     groups = pl.read_parquet(tmp_path / "dedup_groups.parquet")

@@ -132,7 +132,8 @@ def dedup(
                 progress=progress, **({"engine": ray} if ray else {}),
             )
     except TooManyDuplicates as e:
-        _print_suggestion(e.sample, None, e.cut, e.result.threshold)
+        if e.sample is not None and e.cut is not None:
+            _print_suggestion(e.sample, None, e.cut, e.result.threshold)
         fail(str(e))
     except _errors() as e:
         fail(str(e))

@@ -558,13 +558,16 @@ def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool
 class TooManyDuplicates(ValueError):
     """A run would remove more than MAX_SHARE of the pool as near copies: nothing was written."""
 
-    def __init__(self, result: DedupResult, sample: NeighbourSample, cut: CutChoice) -> None:
+    def __init__(self, result: DedupResult, sample: NeighbourSample | None, cut: CutChoice | None) -> None:
         self.result, self.sample, self.cut = result, sample, cut
-        super().__init__(
-            f"threshold {result.threshold:.4g} would remove {100 * result.near_share:.1f}% of the pool as near "
-            f"copies (more than {100 * MAX_SHARE:.0f}%): nothing written; suggested threshold {cut.cut:.4f}, "
-            "or --force to write these groups"
-        )
+        share = f"{100 * result.near_share:.1f}% of the pool as near copies (more than {100 * MAX_SHARE:.0f}%)"
+        if cut is None:  # verified: every pair was confirmed on the images, there is no cut to move
+            msg = (f"would remove {share}, each confirmed on the images: nothing written; look at the groups with "
+                   "`curate dedup --no-tags --out DIR --force` first, then re-run with --force to write them")
+        else:
+            msg = (f"threshold {result.threshold:.4g} would remove {share}: nothing written; suggested threshold "
+                   f"{cut.cut:.4f}, or --force to write these groups")
+        super().__init__(msg)
 
 
 def run_dedup(
@@ -611,6 +614,8 @@ def run_dedup(
     if use:
         verifier = PairVerifier(pool.paths, hashes=pool.hashes, workers=workers, progress=progress)
         result = find_groups(pool, threshold=threshold, verifier=verifier, **options)  # type: ignore[arg-type]
+        if not force and result.near_share > MAX_SHARE:  # the same stop-and-ask as the cut path
+            raise TooManyDuplicates(result, None, None)
     else:
         ns = choice = None
         if has_vectors:
