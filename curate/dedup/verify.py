@@ -187,15 +187,30 @@ def tiny_score(a: Signature, b: Signature) -> float:
     tb = cv2.resize(b.tiny, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
     win = cv2.createHanningWindow((side, side), cv2.CV_32F)
     centre = ((side - 1) / 2, (side - 1) / 2)
+    ncc_with_b = _ncc_against(tb)  # b's centring and norm once per pair, not once per warp (the hot loop)
     best = -1.0
     for s in TINY_SCALES:
         for ang in TINY_ANGLES:
             m = cv2.getRotationMatrix2D(centre, ang, s)
+            unshifted = cv2.warpAffine(ta, m, (side, side), flags=cv2.INTER_LINEAR)
             # copies: OpenCV 5's phaseCorrelate applies the window to its inputs in place
-            (dx, dy), _ = cv2.phaseCorrelate(cv2.warpAffine(ta, m, (side, side), flags=cv2.INTER_LINEAR),
-                                             tb.copy(), win)
-            for shift in ((dx, dy), (0.0, 0.0)):
-                mm = m.copy()
-                mm[:, 2] += shift
-                best = max(best, _ncc(cv2.warpAffine(ta, mm, (side, side), flags=cv2.INTER_LINEAR), tb))
+            (dx, dy), _ = cv2.phaseCorrelate(unshifted.copy(), tb.copy(), win)
+            mm = m.copy()
+            mm[:, 2] += (dx, dy)
+            best = max(best, ncc_with_b(cv2.warpAffine(ta, mm, (side, side), flags=cv2.INTER_LINEAR)),
+                       ncc_with_b(unshifted))
     return best
+
+
+def _ncc_against(y: np.ndarray):  # noqa: ANN202 - a closure: x -> NCC(x, y), as _ncc computes it
+    yc = y.astype(np.float64).ravel()
+    yc -= yc.mean()
+    ny = float(np.sqrt(yc @ yc))
+
+    def ncc(x: np.ndarray) -> float:
+        xc = x.astype(np.float64).ravel()
+        xc -= xc.mean()
+        d = float(np.sqrt(xc @ xc)) * ny
+        return float(xc @ yc / d) if d > 1e-9 else 0.0
+
+    return ncc
