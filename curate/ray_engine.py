@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from curate import ray_reaper
+
 ENGINES = ("local", "ray")
 INSTALL_HINT = "--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')"
 
@@ -65,7 +67,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.init(address=address, **kwargs)
     except ConnectionError as exc:  # "auto" with no cluster running on this machine
         raise ValueError(f"no Ray cluster to join at --address {address}: {str(exc).splitlines()[0]}") from None
+    reaper = ray_reaper.start() if address is None else None  # a private cluster dies with curate
     try:
         yield ray
     finally:
         ray.shutdown()
+        ray_reaper.stop(reaper)

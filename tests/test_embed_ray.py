@@ -125,3 +125,33 @@ def test_bad_engine_options_are_refused_up_front(tmp_path, extra, message):
                                    "--store", str(tmp_path / "store"), *extra])
     assert res.exit_code == 2 and message in res.output, res.output
     assert not (tmp_path / "store").exists()
+
+
+def test_kill_9_of_curate_takes_its_private_ray_cluster_down(tmp_path):
+    """Without --address curate starts its own Ray cluster; a kill -9 of curate must not leave any
+    of it running (Ray's agents outlived the driver by 1-2 minutes before curate.ray_reaper)."""
+    from procs import descendants, wait_gone
+
+    _write_pool(tmp_path / "pool", 400)
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "CURATE_TEST_DECODE_DELAY": "0.05"}
+    log = open(tmp_path / "embed.log", "w")  # noqa: SIM115 - the child writes it until it ends
+    proc = subprocess.Popen([sys.executable, "-m", "curate", "embed", str(tmp_path / "pool"), "--model", "pixels",
+                             "--store", str(store), "--batch-size", "8", "--engine", "ray", "--quiet"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    rows = store / "pool" / "vector_cache" / "pixels16" / "rows.f32"
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen |= descendants(proc.pid)
+        if rows.exists() and rows.stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'embed.log').read_text()}"
+    time.sleep(1.0)  # the reaper polls the tree every 0.5 s: let it see the processes we saw
+    seen |= descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(seen) >= 5, seen  # the reaper, Ray's head processes and workers
+    left = wait_gone(seen, timeout=10)
+    assert not left, f"still running 10 s after kill -9 of curate embed --engine ray: {left}"

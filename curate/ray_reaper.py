@@ -1,0 +1,105 @@
+"""Takes down the private Ray cluster curate started when curate itself dies (kill -9, OOM).
+
+`ray.shutdown()` ends the cluster on a normal exit or Ctrl-C. After a SIGKILL nothing in curate
+runs: Ray's head processes notice their driver is gone, but its agents (dashboard, runtime env)
+lived on for 1-2 minutes here. This reaper is a tiny separate process: it remembers the pids of
+curate's process tree every half second and, when the pipe from curate closes without the "done"
+byte (curate died), kills what is still alive of them; after a clean ray.shutdown() it just exits.
+Run as `python -m curate.ray_reaper PID` with the pipe's read end on stdin. Linux only (/proc);
+elsewhere it is not started.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+POLL_S = 0.5
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2 :].split()
+        kids.setdefault(int(rest[1]), []).append(int(entry))
+    return kids
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
+
+
+def _tree(root: int) -> dict[int, str]:
+    """Live descendants of `root`: pid -> start time (so a reused pid is never killed)."""
+    kids, out, todo = _children(), {}, [root]
+    while todo:
+        for pid in kids.get(todo.pop(), []):
+            if pid not in out and pid != os.getpid() and (start := _start_time(pid)) is not None:
+                out[pid] = start
+                todo.append(pid)
+    return out
+
+
+DONE = b"d"  # curate shut Ray down itself: nothing to kill
+
+
+def watch(root: int) -> None:
+    seen: dict[int, str] = {}
+    while True:
+        seen |= _tree(root)
+        ready, _, _ = select.select([sys.stdin], [], [], POLL_S)
+        if ready:
+            got = sys.stdin.buffer.read1(1)
+            if got == DONE:
+                return
+            if not got:  # EOF without DONE: curate died
+                break
+    for pid, start in seen.items():
+        if _start_time(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def start() -> subprocess.Popen | None:
+    """Start the reaper for this process's tree; curate keeps the returned Popen (its stdin is the
+    pipe) and calls `stop` after ray.shutdown()."""
+    if not Path("/proc").is_dir():
+        return None
+    return subprocess.Popen([sys.executable, "-m", "curate.ray_reaper", str(os.getpid())], stdin=subprocess.PIPE,
+                            start_new_session=True)  # not in curate's group: a Ctrl-C must not end it first
+
+
+def stop(reaper: subprocess.Popen | None) -> None:
+    """After a clean ray.shutdown(): tell the reaper it is done (it kills nothing) and reap it."""
+    if reaper is None:
+        return
+    try:
+        reaper.stdin.write(DONE)  # type: ignore[union-attr]
+        reaper.stdin.close()  # type: ignore[union-attr]
+    except OSError:  # it is gone already
+        pass
+    try:
+        reaper.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+        reaper.wait()
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]))
