@@ -18,49 +18,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from curate.proctree import descendants, stat
+
 POLL_S = 0.5
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2 :].split()
-        kids.setdefault(int(rest[1]), []).append(int(entry))
-    return kids
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2 :].split()[19]
-
-
-def _tree(root: int) -> dict[int, str]:
-    """Live descendants of `root`: pid -> start time (so a reused pid is never killed)."""
-    kids, out, todo = _children(), {}, [root]
-    while todo:
-        for pid in kids.get(todo.pop(), []):
-            if pid not in out and pid != os.getpid() and (start := _start_time(pid)) is not None:
-                out[pid] = start
-                todo.append(pid)
-    return out
 
 
 DONE = b"d"  # curate shut Ray down itself: nothing to kill
 
 
 def watch(root: int) -> None:
-    seen: dict[int, str] = {}
+    seen: dict[int, int] = {}
     while True:
-        seen |= _tree(root)
+        seen |= {pid: start for pid, start in descendants(root).items() if pid != os.getpid()}
         ready, _, _ = select.select([sys.stdin], [], [], POLL_S)
         if ready:
             got = sys.stdin.buffer.read1(1)
@@ -69,7 +38,8 @@ def watch(root: int) -> None:
             if not got:  # EOF without DONE: curate died
                 break
     for pid, start in seen.items():
-        if _start_time(pid) == start:
+        st = stat(pid)
+        if st is not None and st[2] == start:  # the same process, not a reused pid
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -1,41 +1,13 @@
-"""Process-tree helpers for the orphan checks: read /proc (Linux), no psutil needed."""
+"""Process helpers for the orphan checks (the tree itself is read by curate.proctree)."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, start time) of a process, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return rest[0], int(rest[1]), int(rest[19])
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def descendants(root: int) -> dict[int, int]:
-    """Every live descendant of `root`: pid -> start time (so a reused pid is not mistaken for it)."""
-    children: dict[int, list[tuple[int, int]]] = {}
-    for pid in _all_pids():
-        st = _stat(pid)
-        if st is not None and st[0] != "Z":
-            children.setdefault(st[1], []).append((pid, st[2]))
-    out: dict[int, int] = {}
-    todo = [root]
-    while todo:
-        for pid, start in children.get(todo.pop(), []):
-            if pid not in out:
-                out[pid] = start
-                todo.append(pid)
-    return out
+from curate.proctree import all_pids as _all_pids
+from curate.proctree import descendants  # noqa: F401 - the tests import it from here
+from curate.proctree import stat as _stat
 
 
 def still_alive(procs: dict[int, int]) -> dict[int, str]:
