@@ -388,10 +388,12 @@ def _verified_groups(
     vec_label = hash_label[pool.node_of_row]
     _, first = np.unique(vec_label, return_index=True)
     rows = np.sort(first)  # vector rows, one per byte-identical set
+    vectors = pool.vectors[rows]  # one gathered copy for the clustering and the neighbour search
     subsets = None
     if mode == "clustered":
-        subsets = cluster_subsets(pool.vectors[rows], n_clusters=n_clusters, probes=probes, device=device)
-    i, j, _ = knn_pairs(pool.vectors[rows], k, floor, subsets=subsets, device=device)
+        subsets = cluster_subsets(vectors, n_clusters=n_clusters, probes=probes, device=device)
+    i, j, _ = knn_pairs(vectors, k, floor, subsets=subsets, device=device)
+    del vectors
     from_thumbs = 0
     thumbnails = getattr(verifier, "thumbnails", None)
     if thumbnails is not None:  # a second source: copies the encoder's neighbours miss (resize, crop, turn)
@@ -608,9 +610,8 @@ def run_dedup(
     pool = load_pool(store, collection, encoder, where)
     center = bool(options.get("center"))
     has_vectors = not exact_only and pool.vectors is not None and len(pool.vectors) >= 2
-    use, note = resolve_verify(verify, pool, threshold) if has_vectors else (False, None)
-    if use and verify == "auto" and options.get("engine") is not None:
-        use, note = False, "verification off: --engine ray groups near copies by the cosine cut (no Ray path yet)"
+    engine = options.get("engine")
+    use, note = resolve_verify(verify, pool, threshold, engine=engine) if has_vectors else (False, None)
     if use:
         verifier = PairVerifier(pool.paths, hashes=pool.hashes, workers=workers, progress=progress)
         result = find_groups(pool, threshold=threshold, verifier=verifier, **options)  # type: ignore[arg-type]
@@ -638,9 +639,11 @@ def run_dedup(
 VERIFY_CHECK = 1000  # image paths stat-ed to decide whether `--verify auto` can read the pool's files
 
 
-def resolve_verify(verify: str, pool: Pool, threshold: float | None) -> tuple[bool, str | None]:
+def resolve_verify(verify: str, pool: Pool, threshold: float | None, *,
+                   engine: Any = None) -> tuple[bool, str | None]:
     """(verify or not, why not when `auto` turned it off). `auto` checks a sample of the paths: a
-    pool whose files are gone (or were never here: imported vectors) is grouped by the cut."""
+    pool whose files are gone (or were never here: imported vectors) is grouped by the cut, and so
+    is a run on Ray (verification has no Ray path yet; `on` with Ray is refused by find_groups)."""
     if verify not in VERIFY_MODES:
         raise ValueError(f"--verify {verify!r}: use one of {', '.join(VERIFY_MODES)}")
     if verify == "off" or (verify == "auto" and threshold is not None):
@@ -654,6 +657,8 @@ def resolve_verify(verify: str, pool: Pool, threshold: float | None) -> tuple[bo
     if missing:
         return False, (f"verification off: {len(missing)} of {len(pick)} checked image files cannot be read "
                        f"(e.g. {missing[0]}); near copies grouped by the cosine cut")
+    if engine is not None:
+        return False, "verification off: --engine ray groups near copies by the cosine cut (no Ray path yet)"
     return True, None
 
 
