@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import torch
 from PIL import Image
-from procs import descendants, wait_gone
+from procs import cmdline, descendants, wait_gone
 
 from curate.decode import decode_image
 from curate.embed import DecodeDataset, EmbedOptions, embed_pool, failures_table
@@ -202,9 +202,10 @@ def test_resume_after_kill_9(tmp_path):
         time.sleep(0.002)
     assert proc.poll() is None, "the run finished before it could be killed; grow the pool"
     seen |= descendants(proc.pid)
+    names = {pid: cmdline(pid) for pid in seen}  # read before the kill, for the message below
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(seen) >= 3, seen  # forkserver, resource tracker, decode worker
+    assert len(seen) >= 3, names  # forkserver, resource tracker, decode worker
     left = wait_gone(seen, timeout=5)
     assert not left, f"still running 5 s after kill -9 of curate embed: {left}"
     s = open_store(str(store_dir))
