@@ -185,56 +185,77 @@ def map_pool(
     return res
 
 
-def layout(
-    X: np.ndarray, cfg: MapSettings, res: MapResult, progress: Progress | None, say: Callable[[str], None]
-) -> np.ndarray:
-    """Fit UMAP on (a seeded sample of) X and transform the rest in chunks; returns [N, 2] float32."""
+@dataclass
+class FittedSample:
+    """UMAP fitted on a seeded sample of X: what placing the other rows needs."""
+
+    X: np.ndarray
+    rows: np.ndarray  # sorted rows of X the model was fitted on
+    pca: Any  # sklearn PCA, or None when X already has at most pca_dims columns
+    model: Any  # umap.UMAP
+    anchors: np.ndarray  # the sample in the reduced space, float32 [m, p]
+    xy: np.ndarray  # the sample's 2-D positions, float32 [m, 2]
+
+    def reduce(self, rows: np.ndarray) -> np.ndarray:
+        part = self.X[rows].astype(np.float32)  # a fp16 (out-of-core) pool: upcast this chunk only
+        return (self.pca.transform(part) if self.pca is not None else part).astype(np.float32)
+
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        """UMAP's own transform (optimizes each point's position: a few ms per point)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.model.transform(self.reduce(rows)).astype(np.float32)
+
+    def interpolate(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """k-NN interpolation against the sample (the position UMAP's transform starts from)."""
+        return interpolate_positions(self.anchors, self.xy, self.reduce(rows), k)
+
+
+def fit_sample(X: np.ndarray, cfg: MapSettings) -> FittedSample:
     from sklearn.decomposition import PCA
 
     n = X.shape[0]
     rng = np.random.default_rng(cfg.seed)
-    fit_rows = np.sort(rng.choice(n, size=cfg.sample, replace=False)) if n > cfg.sample else np.arange(n)
-    t = time.perf_counter()
+    rows = np.sort(rng.choice(n, size=cfg.sample, replace=False)) if n > cfg.sample else np.arange(n)
     pca = None
-    if X.shape[1] > cfg.pca_dims and len(fit_rows) > cfg.pca_dims:
-        pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[fit_rows])
+    if X.shape[1] > cfg.pca_dims and len(rows) > cfg.pca_dims:
+        pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[rows])
+    fitted = FittedSample(X, rows, pca, _umap(cfg, len(rows)), np.empty(0), np.empty(0))
+    fitted.anchors = fitted.reduce(rows)
+    fitted.xy = fitted.model.fit_transform(fitted.anchors).astype(np.float32)
+    return fitted
 
-    def reduce(rows: np.ndarray) -> np.ndarray:
-        part = X[rows].astype(np.float32)  # a fp16 (out-of-core) pool: upcast this chunk only
-        return (pca.transform(part) if pca is not None else part).astype(np.float32)
 
-    model = _umap(cfg, len(fit_rows))
-    say(f"fitting UMAP on {len(fit_rows)} of {n} points")
+def layout(
+    X: np.ndarray, cfg: MapSettings, res: MapResult, progress: Progress | None, say: Callable[[str], None]
+) -> np.ndarray:
+    """Fit UMAP on (a seeded sample of) X and place the rest in chunks; returns [N, 2] float32."""
+    n = X.shape[0]
+    t = time.perf_counter()
+    say(f"fitting UMAP on {min(n, cfg.sample)} of {n} points")
+    fitted = fit_sample(X, cfg)
     out = np.empty((n, 2), dtype=np.float32)
-    anchors = reduce(fit_rows)
-    out[fit_rows] = model.fit_transform(anchors)
-    res.fitted = len(fit_rows)
+    out[fitted.rows] = fitted.xy
+    res.fitted = len(fitted.rows)
     res.seconds["fit"] = time.perf_counter() - t
-    rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
+    rest = np.setdiff1d(np.arange(n), fitted.rows, assume_unique=True)
     if not len(rest):
         return out
     interpolate = n > cfg.transform_max
-    step = "interpolate" if interpolate else "transform"
     if interpolate:
         say(f"placing the other {len(rest)} by their {cfg.n_neighbors} nearest fitted points (pool above "
             f"--transform-max {cfg.transform_max})")
     t = time.perf_counter()
-    fit_xy = out[fit_rows]
     for lo in range(0, len(rest), cfg.chunk):
         rows = rest[lo : lo + cfg.chunk]
-        if interpolate:
-            out[rows] = interpolate_positions(anchors, fit_xy, reduce(rows), cfg.n_neighbors)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[rows] = model.transform(reduce(rows))
+        out[rows] = fitted.interpolate(rows, cfg.n_neighbors) if interpolate else fitted.transform(rows)
         if progress:
             progress(min(lo + cfg.chunk, len(rest)), len(rest))
     if interpolate:
         res.interpolated = len(rest)
     else:
         res.transformed = len(rest)
-    res.seconds[step] = time.perf_counter() - t
+    res.seconds["interpolate" if interpolate else "transform"] = time.perf_counter() - t
     return out
 
 
