@@ -158,11 +158,21 @@ def map_pool(
     if n_old >= 3 and len(ids) - n_old <= n_old:
         say(f"{len(ids) - n_old} new points; placing them by their nearest mapped neighbours")
         t = time.perf_counter()
-        old_xy = np.array([have[i] for i, p in zip(ids, placed, strict=True) if p], dtype=np.float32)
-        xy = place_by_neighbours(X[placed], old_xy, X[~placed], k=cfg.n_neighbors)
+        # against at most `sample` old points (seeded), new points streamed in chunks: bounded memory
+        # and time linear in the new points on a 10M pool (all old points when the pool is small)
+        old_rows, new_rows = np.flatnonzero(placed), np.flatnonzero(~placed)
+        if len(old_rows) > cfg.sample:
+            old_rows = np.sort(np.random.default_rng(cfg.seed).choice(old_rows, size=cfg.sample, replace=False))
+        old_xy = np.array([have[ids[r]] for r in old_rows], dtype=np.float32)
+        del have
+        anchors = X[old_rows]
+        xy = np.empty((len(new_rows), 2), dtype=np.float32)
+        for lo in range(0, len(new_rows), cfg.chunk):
+            xy[lo : lo + cfg.chunk] = place_by_neighbours(anchors, old_xy, X[new_rows[lo : lo + cfg.chunk]],
+                                                         k=cfg.n_neighbors)
         res.placed, res.reused = len(xy), n_old
         res.seconds["place"] = time.perf_counter() - t
-        new_ids = [i for i, p in zip(ids, placed, strict=True) if not p]
+        new_ids = [ids[r] for r in new_rows]
     else:
         if enc in meta.get("maps", {}):  # all or nothing: no record while the new coordinates are written
             meta["maps"].pop(enc)
