@@ -10,7 +10,7 @@ peak RSS (ru_maxrss from wait4) are its own. Prints one table row per (N, step) 
 between the smallest and the largest N. The store for each N is kept under --dir (about 4.5 GB per
 1M x 512) unless --clean. `--dtype` sets CURATE_RESIDENT_DTYPE for the steps (float16: the path a
 10M pool takes on a 24 GiB machine; default: the size rule in curate/store/resident.py). `map`
-(`curate map --refit`: UMAP on a 25k sample, the rest placed by k-NN interpolation above 200k
+(`curate map --refit`: UMAP on a 25k sample, the rest placed by k-NN interpolation above 50k
 points) is not in the default steps: its fixed fit alone takes minutes; its summary line (seconds
 per phase) is printed under its row.
 """

@@ -20,7 +20,7 @@ from curate.cli.common import (
 )
 from curate.store import StoreError
 
-TRANSFORM_MAX = 200_000  # curate.maps.TRANSFORM_MAX (not imported here: the CLI starts without numpy/umap)
+TRANSFORM_MAX = 50_000  # curate.maps.TRANSFORM_MAX (not imported here: the CLI starts without numpy/umap)
 
 
 def _say(text: str) -> None:
@@ -49,7 +49,7 @@ def map_cmd(
         TRANSFORM_MAX, "--transform-max",
         help="Pools of at most this many points place the points outside the sample with UMAP's transform "
         "(a few ms per point); larger pools place each at the weighted mean of its nearest fitted points "
-        "(~100x cheaper, linear in the pool size).",
+        "(several times cheaper, linear in the pool size).",
     ),
     epochs: int = typer.Option(None, "--epochs", help="UMAP n_epochs (default: UMAP's own choice)."),
     refit: bool = typer.Option(False, "--refit", help="Recompute every point even if the stored map is current."),
