@@ -17,9 +17,10 @@ matrix (never a second N x d copy):
     optimizes every point's position for many epochs);
   - larger pools: k-NN interpolation, each point at the membership-weighted mean of its k nearest
     fitted points' 2-D positions (cosine in the same PCA space; the position UMAP's transform
-    starts from), several times cheaper per point and linear in the pool, so 10M points take
-    minutes instead of a day. On the synthetic pools of benchmarks/map.py it keeps every
-    held-out point in its cluster where the transform strands some in another one (BENCHMARKS.md).
+    starts from), several times cheaper per point and linear in the pool, so a 10M pool takes
+    under an hour of CPU instead of a day or more. On the synthetic pools of benchmarks/map.py
+    it keeps every held-out point in its cluster where the transform strands some in another
+    one (BENCHMARKS.md).
 Fitting costs most and its memory grows with the sample; structure that the sample misses
 (clusters rarer than ~1/sample of the pool) gets no room of its own.
 All or nothing: a fresh layout first drops the map's record from the collection's metadata and
