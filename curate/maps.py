@@ -56,7 +56,7 @@ class MapSettings:
     n_neighbors: int = 15
     min_dist: float = 0.1
     seed: int = 0
-    sample: int = 25_000  # fit UMAP on at most this many points; transform the rest
+    sample: int = 25_000  # fit UMAP on at most this many points; place the rest (transform or interpolation)
     pca_dims: int = 50  # reduce to this many dimensions before UMAP (when the vectors have more)
     n_epochs: int | None = None  # UMAP's default (200 for large data, 500 for small)
     chunk: int = 20_000  # transform (or interpolate) this many points at a time

@@ -40,9 +40,9 @@ def map_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and pool give the same map."),
     sample: int = typer.Option(
         25_000, "--sample",
-        help="Fit UMAP on at most this many points (seeded sample) and transform the rest in chunks. "
-        "A larger sample resolves rarer clusters but fitting time and memory grow with it; "
-        "transforming costs far less per point.",
+        help="Fit UMAP on at most this many points (seeded sample) and place the rest in chunks "
+        "(see --transform-max). A larger sample resolves rarer clusters but fitting time and memory grow "
+        "with it; placing costs far less per point.",
     ),
     pca_dims: int = typer.Option(50, "--pca-dims", help="PCA to this many dimensions before UMAP."),
     transform_max: int = typer.Option(
