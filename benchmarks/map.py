@@ -3,6 +3,7 @@
     python -m benchmarks.map --n 100000              # map + report + time to interactive (~10 min here)
     python -m benchmarks.map --n 1000000 --no-report # map only
     python -m benchmarks.map --page-only 1000000     # the report page alone, 1M synthetic points
+    python -m benchmarks.map --compare --n 100000    # transform vs k-NN interpolation, same fit (~10 min)
 
 Pool: N unit vectors in 512-d around 64 cluster centres (payload `cluster`), plus, for the report,
 one tiny PNG file per point so thumbnails are real work. Each command runs as its own process
@@ -11,6 +12,10 @@ memory is that process's max RSS. Layout quality: the share of points whose 10 n
 on the 2-D map carry the same cluster label, next to the same share in the 512-d space (reference).
 Time to interactive: navigation start until the map is drawn and answers events, in headless
 Chromium (curate.report.browser, as the browser test), median of 3 loads.
+`--compare`: one UMAP fit on the 25k sample, then the same held-out points placed both ways (UMAP's
+transform and k-NN interpolation, curate.maps.FittedSample): time per point, the 10-NN same-cluster
+share of each placement, and how far apart the two placements are relative to the map's extent.
+`--noise` widens the clusters (harder data: the default 1.1 separates them perfectly in 512-d).
 Prints a markdown block to paste into BENCHMARKS.md.
 """
 
@@ -38,14 +43,14 @@ from curate.device import cpu_name
 CLUSTERS, DIM = 64, 512
 
 
-def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def clustered(n: int, seed: int = 0, noise: float = 1.1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
     labels = rng.integers(0, CLUSTERS, size=n)
     x = np.empty((n, DIM), dtype=np.float32)
     for lo in range(0, n, 50_000):
         part = labels[lo : lo + 50_000]
-        x[lo : lo + len(part)] = centres[part] + rng.standard_normal((len(part), DIM)).astype(np.float32) * 1.1
+        x[lo : lo + len(part)] = centres[part] + rng.standard_normal((len(part), DIM)).astype(np.float32) * noise
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x, labels
 
@@ -156,13 +161,90 @@ def page_only(n: int, root: Path) -> None:
           f"`PYTHONPATH=. python -m benchmarks.map --page-only {n}` |")
 
 
+def share_2d(queries: np.ndarray, q_labels: np.ndarray, others: np.ndarray, o_labels: np.ndarray,
+             k: int = 10) -> float:
+    """Share of each query point's k nearest 2-D neighbours (among the other queries and `others`)
+    that carry its label."""
+    pts, lab = np.vstack([others, queries]), np.concatenate([o_labels, q_labels])
+    agree = []
+    for r in range(len(queries)):
+        d = ((pts - queries[r]) ** 2).sum(1)
+        d[len(others) + r] = np.inf
+        agree.append(np.mean(lab[np.argpartition(d, k)[:k]] == q_labels[r]))
+    return float(np.mean(agree))
+
+
+def compare(n: int, held_n: int, noise: float, keep: str | None = None) -> None:
+    """UMAP's transform vs k-NN interpolation for the same held-out points of one fit."""
+    from curate.kernels import topk_similarity
+    from curate.maps import MapSettings, fit_sample
+
+    cfg = MapSettings(sample=min(MapSettings().sample, n // 2))  # small n (a smoke run): half is held out
+    x, labels = clustered(n, noise=noise)
+    t = time.perf_counter()
+    fitted = fit_sample(x, cfg)
+    fit_s = time.perf_counter() - t
+    rest = np.setdiff1d(np.arange(n), fitted.rows)
+    held = np.sort(np.random.default_rng(5).choice(rest, size=min(held_n, len(rest)), replace=False))
+    placed, secs = {}, {}
+    for how in ("transform", "interpolate"):
+        t = time.perf_counter()
+        placed[how] = np.vstack([fitted.transform(held[lo : lo + cfg.chunk]) if how == "transform"
+                                 else fitted.interpolate(held[lo : lo + cfg.chunk], cfg.n_neighbors)
+                                 for lo in range(0, len(held), cfg.chunk)])
+        secs[how] = time.perf_counter() - t
+    fl, hl = labels[fitted.rows], labels[held]
+    if keep:  # the fit and both placements, to try other placements without refitting
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(keep) / f"compare_{n}_{noise}.npz", anchors=fitted.anchors, xy=fitted.xy,
+                 queries=fitted.reduce(held), fl=fl, hl=hl, **placed)
+    share = {how: share_2d(p, hl, fitted.xy, fl) for how, p in placed.items()}
+    sub = np.concatenate([fitted.rows, held])
+    _, idx = topk_similarity(x[held], x[sub], 11, device="cpu")
+    sl = labels[sub]
+    hd = float(np.mean([np.mean(sl[i[1:]] == lab) for i, lab in zip(idx, hl, strict=True)]))  # i[0]: itself
+    extent = float(np.sqrt(np.prod(fitted.xy.max(0) - fitted.xy.min(0))))
+    gap = np.linalg.norm(placed["transform"] - placed["interpolate"], axis=1) / extent
+    # a point whose nearest fitted point (in 2-D) has another label sits in the wrong cluster
+    wrong = {how: float(np.mean(fl[[np.argmin(((fitted.xy - q) ** 2).sum(1)) for q in p]] != hl))
+             for how, p in placed.items()}
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    ms = {how: secs[how] / len(held) * 1e3 for how in secs}
+    print("\n".join([
+        f"### Transform vs k-NN interpolation, {n:,} x {DIM} synthetic ({CLUSTERS} clusters, noise {noise})",
+        "",
+        f"Machine: 2-core x86_64 CPU VM, 24 GiB ({cpu_name()}); date {when}; load average {os.getloadavg()[0]:.1f} "
+        "(shared machine: timings are upper bounds).",
+        f"Command: `PYTHONPATH=. python -m benchmarks.map --compare --n {n} --held {held_n} --noise {noise}`",
+        f"One fit on the {len(fitted.rows):,}-point sample ({fit_s:.0f} s), then the same {len(held):,} held-out "
+        "points placed both ways (k = 15, chunks of 20,000).",
+        "",
+        "| placement | time per point | 10-NN same-cluster share (2-D) | nearest fitted point in another cluster |",
+        "|---|---|---|---|",
+        f"| UMAP transform | {ms['transform']:.2f} ms | {share['transform']:.3f} | {wrong['transform']:.2%} |",
+        f"| k-NN interpolation | {ms['interpolate']:.3f} ms ({ms['transform'] / ms['interpolate']:.0f}x faster) | "
+        f"{share['interpolate']:.3f} | {wrong['interpolate']:.2%} |",
+        f"| reference: 512-d space | | {hd:.3f} | |",
+        "",
+        f"Distance between the two placements of a point, relative to the map's extent (sqrt of its bounding "
+        f"box area, {extent:.1f}): mean {gap.mean():.4f}, median {np.median(gap):.4f}, "
+        f"95th percentile {np.quantile(gap, 0.95):.4f}, max {gap.max():.3f}.",
+    ]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--page-only", type=int, help="only time the report page for this many synthetic points")
     ap.add_argument("--keep", help="keep the work folder here instead of a temporary one")
+    ap.add_argument("--compare", action="store_true", help="transform vs k-NN interpolation (no store)")
+    ap.add_argument("--held", type=int, default=10_000, help="--compare: held-out points placed both ways")
+    ap.add_argument("--noise", type=float, default=1.1, help="--compare: cluster spread (larger: harder)")
     a = ap.parse_args()
+    if a.compare:
+        compare(a.n, a.held, a.noise, a.keep)
+        return
     if a.page_only:
         root = Path(a.keep or tempfile.mkdtemp(prefix="curate-bench-page-"))
         root.mkdir(parents=True, exist_ok=True)
@@ -177,7 +259,7 @@ def main() -> None:
     print(f"pool built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     store = ["--store", str(root / "store"), "-c", "bench"]
     wall, peak, out = run(["map", *store, "--quiet"])
-    secs = dict(re.findall(r"(read|fit|transform|write) ([\d.]+) s", out))
+    secs = dict(re.findall(r"(read|fit|transform|interpolate|write) ([\d.]+) s", out))
     wall2, _, out2 = run(["map", *store, "--quiet"])
     assert "already up to date" in out2, out2
 
@@ -194,7 +276,8 @@ def main() -> None:
     q2, qhd = knn_agreement(xy, lab), knn_agreement(x[[int(uuid.UUID(i).int) - 1 for i in mids]], lab)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
-    fit, tr = float(secs.get("fit", 0)), float(secs.get("transform", 0))
+    how = "interpolate" if "interpolate" in secs else "transform"  # above --transform-max: interpolation
+    fit, tr = float(secs.get("fit", 0)), float(secs.get(how, 0))
     n_fit = min(a.n, 25_000)
     n_tr = a.n - n_fit
     target, target_name = (180, "3 min") if a.n <= 100_000 else (1200, "20 min")
@@ -212,7 +295,8 @@ def main() -> None:
         f"{wall / target:.2f}x the issue's target ({target_name}); CPU time {CPU_SECONDS[0]:.0f} s |",
         f"| read vectors | {float(secs.get('read', 0)):.1f} s | |",
         f"| fit UMAP on the {n_fit:,}-point sample (PCA to 50 first) | {fit:.0f} s | {per_fit:.2f} ms/point |",
-        f"| transform the other {n_tr:,} in chunks of 20,000 | {tr:.0f} s | {per_tr:.2f} ms/point "
+        f"| {'interpolate' if how == 'interpolate' else 'transform'} the other {n_tr:,} in chunks of 20,000 | "
+        f"{tr:.0f} s | {per_tr:.2f} ms/point "
         f"({per_fit / max(per_tr, 1e-9):.0f}x cheaper per point than fitting) |",
         f"| write coordinates to the store | {float(secs.get('write', 0)):.1f} s | |",
         f"| rerun, same settings (no-op) | {wall2:.1f} s | {wall2 / wall:.3f}x the first run |",

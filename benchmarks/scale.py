@@ -10,8 +10,9 @@ peak RSS (ru_maxrss from wait4) are its own. Prints one table row per (N, step) 
 between the smallest and the largest N. The store for each N is kept under --dir (about 4.5 GB per
 1M x 512) unless --clean. `--dtype` sets CURATE_RESIDENT_DTYPE for the steps (float16: the path a
 10M pool takes on a 24 GiB machine; default: the size rule in curate/store/resident.py). `map`
-(UMAP on a 25k sample, the rest transformed in chunks) is not in the default steps: its transform
-is the slowest step per point.
+(`curate map --refit`: UMAP on a 25k sample, the rest placed by k-NN interpolation above 50k
+points) is not in the default steps: its fixed fit alone takes minutes; its summary line (seconds
+per phase) is printed under its row.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def main() -> None:
                                       "--no-tags", "--out", str(out / "dedup")] + common,
             "slice_example": cli + ["slice", "ex", "--example", "/pool/img_000000123.jpg", "--top-k", "1000",
                                     "--dry-run", "-o", str(out)] + common,
-            "map": cli + ["map", "--refit"] + common,
+            "map": cli + ["map", "--refit", "--quiet"] + common,
         }
         if "ingest" in steps:
             shutil.rmtree(store, ignore_errors=True)
@@ -136,6 +137,8 @@ def main() -> None:
             print(f"| {n:,} | {step} | {wall:.1f} | {cpu:.1f} | {rss:.2f} | {gib:.2f} | {rc} |", flush=True)
             if rc != 0:
                 print(f"    {step} failed: {tail}", flush=True)
+            elif step == "map":
+                print(f"    {tail}", flush=True)
         if args.clean:
             shutil.rmtree(store, ignore_errors=True)
     lo, hi = min(args.n), max(args.n)

@@ -11,9 +11,21 @@ and later runs read them back instead of recomputing:
   - new settings, or a pool that more than doubled -> a fresh layout.
 
 Large pools: UMAP is fitted on a seeded sample (`sample` rows, reduced to `pca_dims` with PCA
-first), and the rest is transformed in chunks. Fitting costs most and its memory grows with the
-sample; the transformed points are placed relative to the sampled layout, so structure that the
-sample misses (clusters rarer than ~1/sample of the pool) gets no room of its own.
+first), and the rest is placed relative to that layout, in chunks streamed from the resident
+matrix (never a second N x d copy):
+  - pools of at most `transform_max` points: UMAP's own transform (a few ms per point: it
+    optimizes every point's position for many epochs);
+  - larger pools: k-NN interpolation, each point at the membership-weighted mean of its k nearest
+    fitted points' 2-D positions (cosine in the same PCA space; the position UMAP's transform
+    starts from), several times cheaper per point and linear in the pool, so a 10M pool takes
+    under an hour of CPU instead of a day or more. On the synthetic pools of benchmarks/map.py
+    it keeps every held-out point in its cluster where the transform strands some in another
+    one (BENCHMARKS.md).
+Fitting costs most and its memory grows with the sample; structure that the sample misses
+(clusters rarer than ~1/sample of the pool) gets no room of its own.
+All or nothing: a fresh layout first drops the map's record from the collection's metadata and
+writes it back only after every coordinate is stored, so a run killed meanwhile leaves no map
+(never half of a new one mixed with the old); the next run starts over.
 Reproducible: a fixed seed makes UMAP single-threaded and every step deterministic.
 """
 
@@ -34,6 +46,9 @@ from curate.store.resident import load_resident
 Progress = Callable[[int, int], None]  # (done, total)
 
 WRITE_CHUNK = 100_000  # coordinates written per set_payloads call
+# Larger pools place the points outside the fitted sample by k-NN interpolation: measured no worse
+# in cluster purity, and the transform's ms per point would put a 100k pool past 3 minutes.
+TRANSFORM_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -41,10 +56,11 @@ class MapSettings:
     n_neighbors: int = 15
     min_dist: float = 0.1
     seed: int = 0
-    sample: int = 25_000  # fit UMAP on at most this many points; transform the rest
+    sample: int = 25_000  # fit UMAP on at most this many points; place the rest (transform or interpolation)
     pca_dims: int = 50  # reduce to this many dimensions before UMAP (when the vectors have more)
     n_epochs: int | None = None  # UMAP's default (200 for large data, 500 for small)
-    chunk: int = 20_000  # transform this many points at a time
+    chunk: int = 20_000  # transform (or interpolate) this many points at a time
+    transform_max: int = TRANSFORM_MAX  # above this pool size, interpolate instead of transform
 
     def check(self) -> None:
         if self.n_neighbors < 2:
@@ -55,11 +71,15 @@ class MapSettings:
             raise ValueError(f"--sample {self.sample} must exceed --neighbors ({self.n_neighbors})")
         if self.pca_dims < 2:
             raise ValueError(f"--pca-dims {self.pca_dims} must be at least 2")
+        if self.transform_max < 0:
+            raise ValueError(f"--transform-max {self.transform_max} must be at least 0")
 
     def record(self) -> dict[str, Any]:
-        """What decides the layout (chunk size does not), as stored in the collection's metadata."""
+        """What decides the layout, as stored in the collection's metadata. Neither the chunk size nor
+        the transform/interpolation switch is in it: a stored map of either kind is kept (--refit redoes it)."""
         d = asdict(self)
         d.pop("chunk")
+        d.pop("transform_max")
         d["metric"] = "cosine"
         return d
 
@@ -71,6 +91,7 @@ class MapResult:
     total: int
     fitted: int = 0  # points UMAP was fitted on
     transformed: int = 0  # points placed by UMAP's transform
+    interpolated: int = 0  # points placed by k-NN interpolation against the fitted sample
     placed: int = 0  # new points placed by their neighbours (grown pool)
     reused: int = 0  # points whose stored coordinates were kept
     seconds: dict[str, float] = field(default_factory=dict)
@@ -83,6 +104,8 @@ class MapResult:
             parts.append(f"fitted on {self.fitted}")
         if self.transformed:
             parts.append(f"transformed {self.transformed}")
+        if self.interpolated:
+            parts.append(f"interpolated {self.interpolated}")
         if self.placed:
             parts.append(f"placed {self.placed} new by their neighbours")
         if self.reused:
@@ -140,14 +163,28 @@ def map_pool(
     if n_old >= 3 and len(ids) - n_old <= n_old:
         say(f"{len(ids) - n_old} new points; placing them by their nearest mapped neighbours")
         t = time.perf_counter()
-        old_xy = np.array([have[i] for i, p in zip(ids, placed, strict=True) if p], dtype=np.float32)
-        xy = place_by_neighbours(X[placed], old_xy, X[~placed], k=cfg.n_neighbors)
+        # against at most `sample` old points (seeded), new points streamed in chunks: bounded memory
+        # and time linear in the new points on a 10M pool (all old points when the pool is small)
+        old_rows, new_rows = np.flatnonzero(placed), np.flatnonzero(~placed)
+        if len(old_rows) > cfg.sample:
+            old_rows = np.sort(np.random.default_rng(cfg.seed).choice(old_rows, size=cfg.sample, replace=False))
+        old_xy = np.array([have[ids[r]] for r in old_rows], dtype=np.float32)
+        del have
+        anchors = X[old_rows]
+        xy = np.empty((len(new_rows), 2), dtype=np.float32)
+        for lo in range(0, len(new_rows), cfg.chunk):
+            xy[lo : lo + cfg.chunk] = place_by_neighbours(anchors, old_xy, X[new_rows[lo : lo + cfg.chunk]],
+                                                         k=cfg.n_neighbors)
         res.placed, res.reused = len(xy), n_old
         res.seconds["place"] = time.perf_counter() - t
-        new_ids = [i for i, p in zip(ids, placed, strict=True) if not p]
+        new_ids = [ids[r] for r in new_rows]
     else:
-        xy_all = layout(X, cfg, res, progress, say)
-        xy, new_ids = xy_all, ids
+        if enc in meta.get("maps", {}):  # all or nothing: no record while the new coordinates are written
+            meta["maps"].pop(enc)
+            store.set_meta(collection, meta)
+            store.flush()
+        xy, new_ids = layout(X, cfg, res, progress, say), ids
+    del X
     t = time.perf_counter()
     for lo in range(0, len(new_ids), WRITE_CHUNK):  # one dict per point for a chunk, not for the pool
         store.set_payloads(collection, {
@@ -163,42 +200,77 @@ def map_pool(
     return res
 
 
-def layout(
-    X: np.ndarray, cfg: MapSettings, res: MapResult, progress: Progress | None, say: Callable[[str], None]
-) -> np.ndarray:
-    """Fit UMAP on (a seeded sample of) X and transform the rest in chunks; returns [N, 2] float32."""
+@dataclass
+class FittedSample:
+    """UMAP fitted on a seeded sample of X: what placing the other rows needs."""
+
+    X: np.ndarray
+    rows: np.ndarray  # sorted rows of X the model was fitted on
+    pca: Any  # sklearn PCA, or None when X already has at most pca_dims columns
+    model: Any  # umap.UMAP
+    anchors: np.ndarray  # the sample in the reduced space, float32 [m, p]
+    xy: np.ndarray  # the sample's 2-D positions, float32 [m, 2]
+
+    def reduce(self, rows: np.ndarray) -> np.ndarray:
+        part = self.X[rows].astype(np.float32)  # a fp16 (out-of-core) pool: upcast this chunk only
+        return (self.pca.transform(part) if self.pca is not None else part).astype(np.float32)
+
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        """UMAP's own transform (optimizes each point's position: a few ms per point)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.model.transform(self.reduce(rows)).astype(np.float32)
+
+    def interpolate(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """k-NN interpolation against the sample (the position UMAP's transform starts from)."""
+        return interpolate_positions(self.anchors, self.xy, self.reduce(rows), k)
+
+
+def fit_sample(X: np.ndarray, cfg: MapSettings) -> FittedSample:
     from sklearn.decomposition import PCA
 
     n = X.shape[0]
     rng = np.random.default_rng(cfg.seed)
-    fit_rows = np.sort(rng.choice(n, size=cfg.sample, replace=False)) if n > cfg.sample else np.arange(n)
-    t = time.perf_counter()
+    rows = np.sort(rng.choice(n, size=cfg.sample, replace=False)) if n > cfg.sample else np.arange(n)
     pca = None
-    if X.shape[1] > cfg.pca_dims and len(fit_rows) > cfg.pca_dims:
-        pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[fit_rows])
+    if X.shape[1] > cfg.pca_dims and len(rows) > cfg.pca_dims:
+        pca = PCA(n_components=cfg.pca_dims, random_state=cfg.seed, svd_solver="randomized").fit(X[rows])
+    fitted = FittedSample(X, rows, pca, _umap(cfg, len(rows)), np.empty(0), np.empty(0))
+    fitted.anchors = fitted.reduce(rows)
+    fitted.xy = fitted.model.fit_transform(fitted.anchors).astype(np.float32)
+    return fitted
 
-    def reduce(rows: np.ndarray) -> np.ndarray:
-        part = X[rows].astype(np.float32)  # a fp16 (out-of-core) pool: upcast this chunk only
-        return (pca.transform(part) if pca is not None else part).astype(np.float32)
 
-    model = _umap(cfg, len(fit_rows))
-    say(f"fitting UMAP on {len(fit_rows)} of {n} points")
+def layout(
+    X: np.ndarray, cfg: MapSettings, res: MapResult, progress: Progress | None, say: Callable[[str], None]
+) -> np.ndarray:
+    """Fit UMAP on (a seeded sample of) X and place the rest in chunks; returns [N, 2] float32."""
+    n = X.shape[0]
+    t = time.perf_counter()
+    say(f"fitting UMAP on {min(n, cfg.sample)} of {n} points")
+    fitted = fit_sample(X, cfg)
     out = np.empty((n, 2), dtype=np.float32)
-    out[fit_rows] = model.fit_transform(reduce(fit_rows))
-    res.fitted = len(fit_rows)
+    out[fitted.rows] = fitted.xy
+    res.fitted = len(fitted.rows)
     res.seconds["fit"] = time.perf_counter() - t
-    rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-    if len(rest):
-        t = time.perf_counter()
-        for lo in range(0, len(rest), cfg.chunk):
-            rows = rest[lo : lo + cfg.chunk]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[rows] = model.transform(reduce(rows))
-            if progress:
-                progress(min(lo + cfg.chunk, len(rest)), len(rest))
+    rest = np.setdiff1d(np.arange(n), fitted.rows, assume_unique=True)
+    if not len(rest):
+        return out
+    interpolate = n > cfg.transform_max
+    if interpolate:
+        say(f"placing the other {len(rest)} by their {cfg.n_neighbors} nearest fitted points (pool above "
+            f"--transform-max {cfg.transform_max})")
+    t = time.perf_counter()
+    for lo in range(0, len(rest), cfg.chunk):
+        rows = rest[lo : lo + cfg.chunk]
+        out[rows] = fitted.interpolate(rows, cfg.n_neighbors) if interpolate else fitted.transform(rows)
+        if progress:
+            progress(min(lo + cfg.chunk, len(rest)), len(rest))
+    if interpolate:
+        res.interpolated = len(rest)
+    else:
         res.transformed = len(rest)
-        res.seconds["transform"] = time.perf_counter() - t
+    res.seconds["interpolate" if interpolate else "transform"] = time.perf_counter() - t
     return out
 
 
@@ -230,10 +302,40 @@ def place_by_neighbours(
     return np.einsum("nk,nkd->nd", w, old_xy[idx]).astype(np.float32)
 
 
+def membership_weights(sims: np.ndarray) -> np.ndarray:
+    """UMAP's fuzzy membership of each of k neighbours (rows of cosine similarities, descending):
+    exp(-(d - d_nearest) / sigma), cosine distance d, sigma per row such that the k weights sum to
+    log2(k) (UMAP's smooth k-NN distance); rows normalized to sum to 1."""
+    d = 1.0 - sims.astype(np.float64)
+    gap = np.maximum(d - d[:, :1], 0.0)
+    target = np.log2(max(sims.shape[1], 2))
+    lo = np.zeros(len(d))
+    hi = np.full(len(d), np.inf)
+    sigma = np.ones(len(d))
+    for _ in range(64):  # bisection on every row at once (the sum grows with sigma)
+        too_big = np.exp(-gap / sigma[:, None]).sum(1) > target
+        hi = np.where(too_big, sigma, hi)
+        lo = np.where(too_big, lo, sigma)
+        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
+    w = np.exp(-gap / sigma[:, None])
+    return w / w.sum(1, keepdims=True)
+
+
+def interpolate_positions(anchors: np.ndarray, anchor_xy: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """2-D positions of `queries`, each the membership-weighted mean of its k most cosine-similar
+    `anchors`' positions `anchor_xy` (exact blocked top-k: memory is one tile, never queries x anchors)."""
+    from curate.kernels import topk_similarity
+
+    sims, idx = topk_similarity(queries, anchors, min(k, len(anchors)), device="cpu")
+    w = membership_weights(sims)
+    return np.einsum("nk,nkd->nd", w, anchor_xy[idx].astype(np.float64)).astype(np.float32)
+
+
 def load_map(store: Store, collection: str, encoder: str | None = None) -> tuple[str, list[str], np.ndarray]:
     """(encoder, ids, [N, 2] coordinates) of the stored layout; a clear error when there is none."""
     enc = store.require_encoder(collection, encoder)
-    have = stored_coordinates(store, collection, enc)
+    # no record: no map, or a run that stopped while writing one (its coordinates are not a whole map)
+    have = stored_coordinates(store, collection, enc) if enc in store.get_meta(collection).get("maps", {}) else {}
     if not have:
         raise ValueError(f"no map of {enc} in {collection!r} yet; run 'curate map --collection {collection}' first")
     ids = sorted(have)

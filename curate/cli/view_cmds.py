@@ -20,6 +20,8 @@ from curate.cli.common import (
 )
 from curate.store import StoreError
 
+TRANSFORM_MAX = 50_000  # curate.maps.TRANSFORM_MAX (not imported here: the CLI starts without numpy/umap)
+
 
 def _say(text: str) -> None:
     console.print(text, highlight=False, markup=False)  # paths may hold [..]
@@ -38,11 +40,17 @@ def map_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and pool give the same map."),
     sample: int = typer.Option(
         25_000, "--sample",
-        help="Fit UMAP on at most this many points (seeded sample) and transform the rest in chunks. "
-        "A larger sample resolves rarer clusters but fitting time and memory grow with it; "
-        "transforming costs far less per point.",
+        help="Fit UMAP on at most this many points (seeded sample) and place the rest in chunks "
+        "(see --transform-max). A larger sample resolves rarer clusters but fitting time and memory grow "
+        "with it; placing costs far less per point.",
     ),
     pca_dims: int = typer.Option(50, "--pca-dims", help="PCA to this many dimensions before UMAP."),
+    transform_max: int = typer.Option(
+        TRANSFORM_MAX, "--transform-max",
+        help="Pools of at most this many points place the points outside the sample with UMAP's transform "
+        "(a few ms per point); larger pools place each at the weighted mean of its nearest fitted points "
+        "(several times cheaper, linear in the pool size).",
+    ),
     epochs: int = typer.Option(None, "--epochs", help="UMAP n_epochs (default: UMAP's own choice)."),
     refit: bool = typer.Option(False, "--refit", help="Recompute every point even if the stored map is current."),
     collection: str = CollectionOpt,
@@ -61,7 +69,7 @@ def map_cmd(
 
     s = settings(store=store, qdrant_url=qdrant_url, collection=collection)
     cfg = MapSettings(n_neighbors=neighbors, min_dist=min_dist, seed=seed, sample=sample,
-                      pca_dims=pca_dims, n_epochs=epochs)
+                      pca_dims=pca_dims, n_epochs=epochs, transform_max=transform_max)
     try:
         with store_from(s) as st:
             res = _run_map(st, s.collection, encoder, cfg, refit, quiet, map_pool)
@@ -82,7 +90,7 @@ def _run_map(st, collection, encoder, cfg, refit, quiet, map_pool):  # noqa: ANN
         return map_pool(st, collection, encoder, cfg, refit=refit)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("transform"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with Progress(TextColumn("placing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         task = None
 
