@@ -17,7 +17,7 @@ pytest.importorskip("lightly", reason="lightly (the ssl/test extra) is needed fo
 from curate.cli import app  # noqa: E402
 from curate.encoders import EncoderError, encoder_from_spec, load_encoder  # noqa: E402
 from curate.ssl import CONFIG_FILE, STATE_FILE, WEIGHTS_FILE  # noqa: E402
-from curate.ssl.archs import build_backbone  # noqa: E402
+from curate.ssl.archs import ProjectionHead, build_backbone, build_encoder  # noqa: E402
 from curate.ssl.images import TrainImages  # noqa: E402
 from curate.ssl.train import Run, TrainConfig, train  # noqa: E402
 
@@ -92,7 +92,8 @@ def test_training_writes_an_encoder_folder(trained, data):
     out, report = trained
     assert (report.epochs_done, report.epochs_run, report.images, report.resumed_from) == (2, 2, 16, 0)
     cfg = json.loads((out / CONFIG_FILE).read_text())
-    assert (cfg["arch"], cfg["dim"], cfg["image_size"], cfg["epochs_done"]) == ("small-cnn", 256, 16, 2)
+    assert (cfg["arch"], cfg["output"], cfg["dim"], cfg["image_size"]) == ("small-cnn", "head", 128, 16)
+    assert cfg["epochs_done"] == 2
     assert cfg["training"]["batch_size"] == 8 and cfg["training"]["epochs"] == 2
     assert cfg["pool"]["images"] == 16 and cfg["pool"]["source"] == "/pool" and len(cfg["losses"]) == 2
     assert not list(out.glob("*.tmp"))  # atomic writes leave no temporaries
@@ -130,26 +131,28 @@ def test_resume_refuses_other_settings_or_another_pool(trained, data):
         train(fewer, TrainConfig(**{**CFG.settings(), "epochs": 3}), out, CPU)
 
 
-def test_ssl_encoder_gives_the_backbones_vectors_identically_on_reload(trained, data):
+def test_ssl_encoder_gives_the_projection_heads_vectors_identically_on_reload(trained, data):
+    """A SimCLR folder embeds with backbone + projection head, exactly the trained modules."""
     out, _ = trained
     enc = load_encoder(f"ssl:{out}", device="cpu")
     x = torch.stack([enc.preprocess(im) for im in data.images[:5]])
     assert x.shape == (5, 3, 16, 16)
     got = enc.encode_images(x)
-    net = build_backbone("small-cnn", 16)
-    net.load_state_dict(torch.load(out / WEIGHTS_FILE, weights_only=True))
+    run = Run(CFG, CPU)
+    run.restore(out / STATE_FILE, torch.load(out / STATE_FILE, weights_only=True)["pool"])
+    net = torch.nn.Sequential(run.method.backbone, run.method.head)
     meta = json.loads((out / CONFIG_FILE).read_text())
     center, scale = torch.tensor(meta["center"]), torch.tensor(meta["scale"])
     with torch.inference_mode():
         ref = torch.nn.functional.normalize((net.eval()(x) - center) / scale, dim=-1)
-    assert got.shape == (5, 256) and torch.allclose(got, ref, atol=1e-6)
+    assert got.shape == (5, 128) and torch.allclose(got, ref, atol=1e-6)
     again = encoder_from_spec(json.loads(json.dumps(enc.spec)), device="cpu")
     assert again.name == enc.name == f"ssl_enc_{enc.spec['checkpoint_sha256'][:8]}"
     assert torch.equal(again.encode_images(x), got)
 
 
 def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(trained, data, tmp_path):
-    """encoder.json's center/scale are the mean and std of each backbone feature over the pool
+    """encoder.json's center/scale are the mean and std of each output feature over the pool
     (all 16 images here), so the pool's standardized features have mean 0 and std 1; a folder
     without them embeds the raw feature, and a finished one gets them on the next run."""
     out, _ = trained
@@ -158,10 +161,10 @@ def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(tra
     x = torch.stack([enc.preprocess(im) for im in data.images])
     with torch.inference_mode():
         feats = enc.model(x)
-    assert len(cfg["center"]) == len(cfg["scale"]) == 256
+    assert len(cfg["center"]) == len(cfg["scale"]) == 128
     assert torch.allclose(torch.tensor(cfg["center"]), feats.mean(0), atol=1e-5)
     z = (feats - enc.center) / enc.scale
-    assert torch.allclose(z.mean(0), torch.zeros(256), atol=1e-4)
+    assert torch.allclose(z.mean(0), torch.zeros(128), atol=1e-4)
     varying = feats.std(0) > 1e-3
     assert torch.allclose(z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     old = tmp_path / "old"
@@ -171,13 +174,51 @@ def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(tra
     raw = load_encoder(f"ssl:{old}", device="cpu").encode_images(x)
     assert torch.allclose(raw, torch.nn.functional.normalize(feats, dim=-1), atol=1e-6)
     (old / CONFIG_FILE).write_text(json.dumps({**cfg, "center": cfg["center"][:10]}))
-    with pytest.raises(EncoderError, match="center has 10 values, the small-cnn has 256"):
+    with pytest.raises(EncoderError, match="center has 10 values, the small-cnn has 128"):
         load_encoder(f"ssl:{old}", device="cpu")
     for name in (STATE_FILE, WEIGHTS_FILE):
         (old / name).write_bytes((out / name).read_bytes())
     (old / CONFIG_FILE).write_text(json.dumps({k: v for k, v in cfg.items() if k not in ("center", "scale")}))
     assert train(data, CFG, old, CPU).epochs_run == 0
     assert json.loads((old / CONFIG_FILE).read_text())["scale"] == cfg["scale"]
+
+
+def test_backbone_only_folders_still_embed_the_backbone_and_a_finished_run_gains_the_head(trained, data, tmp_path):
+    """Folders written before SimCLR kept its projection head (no `output`, backbone weights)
+    embed the backbone's feature; re-running train on one rewrites it with the head."""
+    out, _ = trained
+    cfg = json.loads((out / CONFIG_FILE).read_text())
+    st = torch.load(out / STATE_FILE, weights_only=True)
+    old = tmp_path / "old"
+    old.mkdir()
+    net = build_backbone("small-cnn", 16)
+    net.load_state_dict(st["backbone"])
+    torch.save(net.state_dict(), old / WEIGHTS_FILE)
+    (old / STATE_FILE).write_bytes((out / STATE_FILE).read_bytes())
+    legacy = {k: v for k, v in cfg.items() if k not in ("output", "center", "scale")}
+    (old / CONFIG_FILE).write_text(json.dumps({**legacy, "dim": 256}))
+    enc = load_encoder(f"ssl:{old}", device="cpu")
+    x = torch.stack([enc.preprocess(im) for im in data.images[:4]])
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(net.eval()(x), dim=-1)
+    assert enc.dim == 256 and torch.allclose(enc.encode_images(x), ref, atol=1e-6)
+    assert train(data, CFG, old, CPU).epochs_run == 0
+    now = json.loads((old / CONFIG_FILE).read_text())
+    assert (now["output"], now["dim"]) == ("head", 128) and now["scale"] == cfg["scale"]
+    assert (old / WEIGHTS_FILE).read_bytes() == (out / WEIGHTS_FILE).read_bytes()
+
+
+def test_projection_head_has_lightlys_layout_so_older_checkpoints_resume():
+    from lightly.models.modules.heads import SimCLRProjectionHead
+
+    theirs = SimCLRProjectionHead(256, 256, 128).state_dict()
+    ours = ProjectionHead(256, 256, 128)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.items()}
+    ours.load_state_dict(theirs, strict=True)
+    enc = build_encoder("small-cnn", 16, "head", 128)
+    assert enc.dim == 128 and enc(torch.zeros(2, 3, 16, 16)).shape == (2, 128)
+    with pytest.raises(ValueError, match="unknown output 'neck'"):
+        build_encoder("small-cnn", 16, "neck", 128)
 
 
 def test_ssl_loading_is_strict(trained, tmp_path):
@@ -191,8 +232,8 @@ def test_ssl_loading_is_strict(trained, tmp_path):
         load_encoder(f"ssl:{bad}", device="cpu")
     (bad / CONFIG_FILE).write_text(json.dumps(cfg))
     sd = torch.load(out / WEIGHTS_FILE, weights_only=True)
-    torch.save({k: v for k, v in sd.items() if not k.startswith("features.0.")}, bad / WEIGHTS_FILE)
-    with pytest.raises(EncoderError, match=r"fills \d+ of \d+ tensors of ssl small-cnn"):
+    torch.save({k: v for k, v in sd.items() if not k.startswith("head.layers.4.")}, bad / WEIGHTS_FILE)
+    with pytest.raises(EncoderError, match=r"fills \d+ of \d+ tensors of ssl small-cnn \+ projection head"):
         load_encoder(f"ssl:{bad}", device="cpu")
     with pytest.raises(EncoderError, match="no encoder.json; train an encoder there"):
         load_encoder(f"ssl:{tmp_path / 'nothing'}", device="cpu")
@@ -318,7 +359,7 @@ def test_training_from_init_records_it_and_resume_needs_the_same_file(data, tmp_
     cfg = TrainConfig(**{**CFG.settings(), "arch": "mobilenet_v2", "init": str(ckpt), "epochs": 1, "batch_size": 16})
     train(data, cfg, tmp_path / "enc", CPU)
     meta = json.loads((tmp_path / "enc" / CONFIG_FILE).read_text())
-    assert meta["arch"] == "mobilenet_v2" and meta["dim"] == 1280
+    assert (meta["arch"], meta["output"], meta["dim"]) == ("mobilenet_v2", "head", 128)
     assert meta["training"]["init"] == str(ckpt) and len(meta["training"]["init_sha256"]) == 64
     with pytest.raises(ValueError, match="other settings: init"):
         train(data, TrainConfig(**{**cfg.settings(), "init": None, "epochs": 2}), tmp_path / "enc", CPU)

@@ -120,7 +120,8 @@ class Run:
 
     @property
     def encoder(self) -> torch.nn.Module:
-        """The network `ssl:DIR` embeds with (SimCLR: the backbone; DINO: the teacher's)."""
+        """The network `ssl:DIR` embeds with (SimCLR: backbone + projection head; DINO: the
+        teacher's backbone)."""
         return self.method.encoder()
 
     def start_from(self, path: str) -> None:
@@ -195,6 +196,7 @@ def encoder_config(run: Run, pool: dict) -> dict:
     return {
         "format": FORMAT,
         "arch": cfg.arch,
+        "output": run.method.output,  # backbone or head (backbone + projection head); absent: backbone
         "dim": int(run.encoder.dim),
         "image_size": cfg.image_size,
         "mean": list(MEAN),
@@ -280,7 +282,9 @@ def train(
         run.start_from(cfg.init)
     report = TrainReport(out, run.epoch, 0, n, len(data.failed), resumed_from=run.epoch)
     if run.epoch >= cfg.epochs:
-        if "scale" not in json.loads((out / CONFIG_FILE).read_text()):  # finished before pool_stats existed
+        written = json.loads((out / CONFIG_FILE).read_text())
+        # Finished before pool_stats existed, or before SimCLR folders kept the projection head.
+        if "scale" not in written or written.get("output", "backbone") != run.method.output:
             run.center, run.scale = pool_stats(run, data)
             save(run, out, pool)
         return report
