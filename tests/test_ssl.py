@@ -208,6 +208,23 @@ def test_backbone_only_folders_still_embed_the_backbone_and_a_finished_run_gains
     assert (old / WEIGHTS_FILE).read_bytes() == (out / WEIGHTS_FILE).read_bytes()
 
 
+def test_embed_backbone_rewrites_a_finished_folder_without_training(trained, data, tmp_path):
+    out, _ = trained
+    copy = tmp_path / "enc"
+    copy.mkdir()
+    for f in out.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    report = train(data, TrainConfig(**{**CFG.settings(), "epochs": 2, "embed": "backbone"}), copy, CPU)
+    cfg = json.loads((copy / CONFIG_FILE).read_text())
+    assert report.epochs_run == 0 and (cfg["output"], cfg["dim"], len(cfg["scale"])) == ("backbone", 256, 256)
+    st = torch.load(copy / STATE_FILE, weights_only=True)
+    saved = torch.load(copy / WEIGHTS_FILE, weights_only=True)
+    assert saved.keys() == st["backbone"].keys() and all(torch.equal(saved[k], st["backbone"][k]) for k in saved)
+    assert load_encoder(f"ssl:{copy}", device="cpu").dim == 256
+    with pytest.raises(ValueError, match="--embed 'head': a dino encoder embeds with backbone"):
+        Run(TrainConfig(**{**DINO.settings(), "embed": "head"}), CPU)
+
+
 def test_projection_head_has_lightlys_layout_so_older_checkpoints_resume():
     from lightly.models.modules.heads import SimCLRProjectionHead
 
@@ -279,6 +296,10 @@ def test_cli_dino_and_init_options(tmp_path):
     assert r.exit_code == 2 and "--init" in r.output and "no such file" in r.output, r.output
     r = runner.invoke(app, [*base, "--method", "byol"])
     assert r.exit_code == 2 and "choose one of simclr, dino" in r.output, r.output
+    r = runner.invoke(app, [*base, "--embed", "neck"])
+    assert r.exit_code == 2 and "--embed 'neck': choose head or backbone" in r.output, r.output
+    r = runner.invoke(app, [*base, "--method", "dino", "--embed", "head"])
+    assert r.exit_code == 2 and "a dino encoder embeds with backbone" in r.output, r.output
     r = runner.invoke(app, [*base, "--method", "dino", "--epochs", "1"])
     assert r.exit_code == 0 and "trained 1 epoch(s) on 8 images" in r.output, r.output
     assert json.loads((out / CONFIG_FILE).read_text())["training"]["method"] == "dino"

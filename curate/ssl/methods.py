@@ -64,10 +64,10 @@ class SimCLR:
         """Modules with state the optimizer does not own (also checkpointed)."""
         return {}
 
-    output = "head"
+    outputs = ("head", "backbone")  # what `ssl:` can embed with; the first is the default
 
-    def encoder(self) -> nn.Module:
-        return Projected(self.backbone, self.head)
+    def encoder(self, output: str) -> nn.Module:
+        return Projected(self.backbone, self.head) if output == "head" else self.backbone
 
     def transform(self) -> Callable:
         small = self.cfg.image_size <= 64
@@ -118,9 +118,9 @@ class DINO:
     def extra(self) -> dict[str, nn.Module]:
         return {"teacher": self.teacher, "teacher_head": self.teacher_head, "criterion": self.criterion}
 
-    output = "backbone"
+    outputs = ("backbone",)  # the head's output is a 1,024-way softmax over prototypes, no embedding
 
-    def encoder(self) -> nn.Module:
+    def encoder(self, output: str) -> nn.Module:
         return self.teacher
 
     def transform(self) -> Callable:
