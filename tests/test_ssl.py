@@ -92,7 +92,7 @@ def test_training_writes_an_encoder_folder(trained, data):
     out, report = trained
     assert (report.epochs_done, report.epochs_run, report.images, report.resumed_from) == (2, 2, 16, 0)
     cfg = json.loads((out / CONFIG_FILE).read_text())
-    assert (cfg["arch"], cfg["output"], cfg["dim"], cfg["image_size"]) == ("small-cnn", "head", 128, 16)
+    assert (cfg["arch"], cfg["output"], cfg["dim"], cfg["image_size"]) == ("small-cnn", "backbone", 256, 16)
     assert cfg["epochs_done"] == 2
     assert cfg["training"]["batch_size"] == 8 and cfg["training"]["epochs"] == 2
     assert cfg["pool"]["images"] == 16 and cfg["pool"]["source"] == "/pool" and len(cfg["losses"]) == 2
@@ -131,28 +131,26 @@ def test_resume_refuses_other_settings_or_another_pool(trained, data):
         train(fewer, TrainConfig(**{**CFG.settings(), "epochs": 3}), out, CPU)
 
 
-def test_ssl_encoder_gives_the_projection_heads_vectors_identically_on_reload(trained, data):
-    """A SimCLR folder embeds with backbone + projection head, exactly the trained modules."""
+def test_ssl_encoder_gives_the_backbones_vectors_identically_on_reload(trained, data):
     out, _ = trained
     enc = load_encoder(f"ssl:{out}", device="cpu")
     x = torch.stack([enc.preprocess(im) for im in data.images[:5]])
     assert x.shape == (5, 3, 16, 16)
     got = enc.encode_images(x)
-    run = Run(CFG, CPU)
-    run.restore(out / STATE_FILE, torch.load(out / STATE_FILE, weights_only=True)["pool"])
-    net = torch.nn.Sequential(run.method.backbone, run.method.head)
+    net = build_backbone("small-cnn", 16)
+    net.load_state_dict(torch.load(out / WEIGHTS_FILE, weights_only=True))
     meta = json.loads((out / CONFIG_FILE).read_text())
     center, scale = torch.tensor(meta["center"]), torch.tensor(meta["scale"])
     with torch.inference_mode():
         ref = torch.nn.functional.normalize((net.eval()(x) - center) / scale, dim=-1)
-    assert got.shape == (5, 128) and torch.allclose(got, ref, atol=1e-6)
+    assert got.shape == (5, 256) and torch.allclose(got, ref, atol=1e-6)
     again = encoder_from_spec(json.loads(json.dumps(enc.spec)), device="cpu")
     assert again.name == enc.name == f"ssl_enc_{enc.spec['checkpoint_sha256'][:8]}"
     assert torch.equal(again.encode_images(x), got)
 
 
 def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(trained, data, tmp_path):
-    """encoder.json's center/scale are the mean and std of each output feature over the pool
+    """encoder.json's center/scale are the mean and std of each backbone feature over the pool
     (all 16 images here), so the pool's standardized features have mean 0 and std 1; a folder
     without them embeds the raw feature, and a finished one gets them on the next run."""
     out, _ = trained
@@ -161,10 +159,10 @@ def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(tra
     x = torch.stack([enc.preprocess(im) for im in data.images])
     with torch.inference_mode():
         feats = enc.model(x)
-    assert len(cfg["center"]) == len(cfg["scale"]) == 128
+    assert len(cfg["center"]) == len(cfg["scale"]) == 256
     assert torch.allclose(torch.tensor(cfg["center"]), feats.mean(0), atol=1e-5)
     z = (feats - enc.center) / enc.scale
-    assert torch.allclose(z.mean(0), torch.zeros(128), atol=1e-4)
+    assert torch.allclose(z.mean(0), torch.zeros(256), atol=1e-4)
     varying = feats.std(0) > 1e-3
     assert torch.allclose(z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     old = tmp_path / "old"
@@ -174,7 +172,7 @@ def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(tra
     raw = load_encoder(f"ssl:{old}", device="cpu").encode_images(x)
     assert torch.allclose(raw, torch.nn.functional.normalize(feats, dim=-1), atol=1e-6)
     (old / CONFIG_FILE).write_text(json.dumps({**cfg, "center": cfg["center"][:10]}))
-    with pytest.raises(EncoderError, match="center has 10 values, the small-cnn has 128"):
+    with pytest.raises(EncoderError, match="center has 10 values, the small-cnn has 256"):
         load_encoder(f"ssl:{old}", device="cpu")
     for name in (STATE_FILE, WEIGHTS_FILE):
         (old / name).write_bytes((out / name).read_bytes())
@@ -183,44 +181,34 @@ def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(tra
     assert json.loads((old / CONFIG_FILE).read_text())["scale"] == cfg["scale"]
 
 
-def test_backbone_only_folders_still_embed_the_backbone_and_a_finished_run_gains_the_head(trained, data, tmp_path):
-    """Folders written before SimCLR kept its projection head (no `output`, backbone weights)
-    embed the backbone's feature; re-running train on one rewrites it with the head."""
+def test_embed_head_rewrites_a_finished_folder_to_embed_with_the_projection_head(trained, data, tmp_path):
+    """--embed head on a finished SimCLR run: no training, the folder now holds backbone + head
+    and ssl: gives the standardized head output of exactly the trained modules."""
     out, _ = trained
-    cfg = json.loads((out / CONFIG_FILE).read_text())
-    st = torch.load(out / STATE_FILE, weights_only=True)
-    old = tmp_path / "old"
-    old.mkdir()
-    net = build_backbone("small-cnn", 16)
-    net.load_state_dict(st["backbone"])
-    torch.save(net.state_dict(), old / WEIGHTS_FILE)
-    (old / STATE_FILE).write_bytes((out / STATE_FILE).read_bytes())
-    legacy = {k: v for k, v in cfg.items() if k not in ("output", "center", "scale")}
-    (old / CONFIG_FILE).write_text(json.dumps({**legacy, "dim": 256}))
-    enc = load_encoder(f"ssl:{old}", device="cpu")
-    x = torch.stack([enc.preprocess(im) for im in data.images[:4]])
-    with torch.inference_mode():
-        ref = torch.nn.functional.normalize(net.eval()(x), dim=-1)
-    assert enc.dim == 256 and torch.allclose(enc.encode_images(x), ref, atol=1e-6)
-    assert train(data, CFG, old, CPU).epochs_run == 0
-    now = json.loads((old / CONFIG_FILE).read_text())
-    assert (now["output"], now["dim"]) == ("head", 128) and now["scale"] == cfg["scale"]
-    assert (old / WEIGHTS_FILE).read_bytes() == (out / WEIGHTS_FILE).read_bytes()
-
-
-def test_embed_backbone_rewrites_a_finished_folder_without_training(trained, data, tmp_path):
-    out, _ = trained
-    copy = tmp_path / "enc"
-    copy.mkdir()
+    enc_dir = tmp_path / "enc"
+    enc_dir.mkdir()
     for f in out.iterdir():
-        (copy / f.name).write_bytes(f.read_bytes())
-    report = train(data, TrainConfig(**{**CFG.settings(), "epochs": 2, "embed": "backbone"}), copy, CPU)
-    cfg = json.loads((copy / CONFIG_FILE).read_text())
-    assert report.epochs_run == 0 and (cfg["output"], cfg["dim"], len(cfg["scale"])) == ("backbone", 256, 256)
-    st = torch.load(copy / STATE_FILE, weights_only=True)
-    saved = torch.load(copy / WEIGHTS_FILE, weights_only=True)
-    assert saved.keys() == st["backbone"].keys() and all(torch.equal(saved[k], st["backbone"][k]) for k in saved)
-    assert load_encoder(f"ssl:{copy}", device="cpu").dim == 256
+        (enc_dir / f.name).write_bytes(f.read_bytes())
+    report = train(data, TrainConfig(**{**CFG.settings(), "epochs": 2, "embed": "head"}), enc_dir, CPU)
+    cfg = json.loads((enc_dir / CONFIG_FILE).read_text())
+    assert report.epochs_run == 0 and (cfg["output"], cfg["dim"], len(cfg["scale"])) == ("head", 128, 128)
+    enc = load_encoder(f"ssl:{enc_dir}", device="cpu")
+    x = torch.stack([enc.preprocess(im) for im in data.images[:5]])
+    run = Run(CFG, CPU)
+    run.restore(enc_dir / STATE_FILE, torch.load(enc_dir / STATE_FILE, weights_only=True)["pool"])
+    net = torch.nn.Sequential(run.method.backbone, run.method.head).eval()
+    center, scale = torch.tensor(cfg["center"]), torch.tensor(cfg["scale"])
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize((net(x) - center) / scale, dim=-1)
+    got = enc.encode_images(x)
+    assert got.shape == (5, 128) and torch.allclose(got, ref, atol=1e-6)
+    assert enc.name != load_encoder(f"ssl:{out}", device="cpu").name  # other weights file, other vector name
+    sd = torch.load(enc_dir / WEIGHTS_FILE, weights_only=True)
+    torch.save({k: v for k, v in sd.items() if not k.startswith("head.layers.4.")}, enc_dir / WEIGHTS_FILE)
+    with pytest.raises(EncoderError, match=r"fills \d+ of \d+ tensors of ssl small-cnn \+ projection head"):
+        load_encoder(f"ssl:{enc_dir}", device="cpu")
+    train(data, TrainConfig(**{**CFG.settings(), "epochs": 2}), enc_dir, CPU)  # back to the backbone
+    assert (enc_dir / WEIGHTS_FILE).read_bytes() == (out / WEIGHTS_FILE).read_bytes()
     with pytest.raises(ValueError, match="--embed 'head': a dino encoder embeds with backbone"):
         Run(TrainConfig(**{**DINO.settings(), "embed": "head"}), CPU)
 
@@ -249,8 +237,8 @@ def test_ssl_loading_is_strict(trained, tmp_path):
         load_encoder(f"ssl:{bad}", device="cpu")
     (bad / CONFIG_FILE).write_text(json.dumps(cfg))
     sd = torch.load(out / WEIGHTS_FILE, weights_only=True)
-    torch.save({k: v for k, v in sd.items() if not k.startswith("head.layers.4.")}, bad / WEIGHTS_FILE)
-    with pytest.raises(EncoderError, match=r"fills \d+ of \d+ tensors of ssl small-cnn \+ projection head"):
+    torch.save({k: v for k, v in sd.items() if not k.startswith("features.0.")}, bad / WEIGHTS_FILE)
+    with pytest.raises(EncoderError, match=r"fills \d+ of \d+ tensors of ssl small-cnn"):
         load_encoder(f"ssl:{bad}", device="cpu")
     with pytest.raises(EncoderError, match="no encoder.json; train an encoder there"):
         load_encoder(f"ssl:{tmp_path / 'nothing'}", device="cpu")
@@ -380,7 +368,7 @@ def test_training_from_init_records_it_and_resume_needs_the_same_file(data, tmp_
     cfg = TrainConfig(**{**CFG.settings(), "arch": "mobilenet_v2", "init": str(ckpt), "epochs": 1, "batch_size": 16})
     train(data, cfg, tmp_path / "enc", CPU)
     meta = json.loads((tmp_path / "enc" / CONFIG_FILE).read_text())
-    assert (meta["arch"], meta["output"], meta["dim"]) == ("mobilenet_v2", "head", 128)
+    assert (meta["arch"], meta["output"], meta["dim"]) == ("mobilenet_v2", "backbone", 1280)
     assert meta["training"]["init"] == str(ckpt) and len(meta["training"]["init_sha256"]) == 64
     with pytest.raises(ValueError, match="other settings: init"):
         train(data, TrainConfig(**{**cfg.settings(), "init": None, "epochs": 2}), tmp_path / "enc", CPU)

@@ -50,8 +50,8 @@ def train_encoder(
                                     "share of the image area (higher for small glyphs such as digits)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (off for digits, text)."),
     seed: int = typer.Option(0, "--seed"),
-    embed: str = typer.Option(None, "--embed", help="What ssl:OUT embeds with: head (SimCLR's default: backbone "
-                              "+ projection head, better clusters for selection) or backbone (DINO's only choice); "
+    embed: str = typer.Option(None, "--embed", help="What ssl:OUT embeds with: backbone (default) or head "
+                              "(SimCLR only: backbone + projection head, whose clusters suited selection on digits); "
                               "changing it on a finished run rewrites the folder without training."),
     init: Path = typer.Option(None, "--init", help="Start from a pretrained backbone: a local torchvision weights "
                               "file of --arch (e.g. ImageNet mobilenet_v2), loaded strictly, then adapted."),

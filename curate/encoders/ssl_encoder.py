@@ -2,10 +2,11 @@
 
 The folder holds encoder.json (architecture, output, input size, normalisation, how and on what
 it was trained) and encoder.pt (the network's weights, loaded weights-only and strictly). The
-network is the backbone (`output` "backbone": DINO, and folders written before `output` existed)
-or the backbone and SimCLR's projection head ("head"). Its output is standardized with the pool's
-mean and std recorded at training (`center`, `scale`; absent in older folders, which embed the
-raw output), then L2-normalized; images are resized and center-cropped to the training size.
+network is the backbone (`output` "backbone", the default; folders written before `output`
+existed hold it too) or the backbone and SimCLR's projection head ("head", `--embed head`). Its
+output is standardized with the pool's mean and std recorded at training (`center`, `scale`;
+absent in older folders, which embed the raw output), then L2-normalized; images are resized and
+center-cropped to the training size.
 """
 
 from __future__ import annotations

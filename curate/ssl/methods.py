@@ -5,8 +5,8 @@ Both use lightly's heads, losses and view transforms (what that package is for);
 scaled for small images: blur off and milder colour jitter at 64 px and below.
 
 simclr  two views, a projection head, NT-Xent: images in the batch are each other's negatives;
-        the encoder keeps backbone + head (the head is our torch-only copy of lightly's, so
-        `ssl:` loads without lightly).
+        the encoder keeps the backbone, or with --embed head backbone + head (the head is our
+        torch-only copy of lightly's, so `ssl:` loads without lightly).
 dino    a student (backbone + DINO head) trained to match an EMA teacher's centred, sharpened
         output on two global crops, seeing also small local crops; no negatives, so it does not
         need large batches, and the teacher's backbone (a running average of the student's) is
@@ -64,7 +64,7 @@ class SimCLR:
         """Modules with state the optimizer does not own (also checkpointed)."""
         return {}
 
-    outputs = ("head", "backbone")  # what `ssl:` can embed with; the first is the default
+    outputs = ("backbone", "head")  # what `ssl:` can embed with (--embed); the first is the default
 
     def encoder(self, output: str) -> nn.Module:
         return Projected(self.backbone, self.head) if output == "head" else self.backbone

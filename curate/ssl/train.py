@@ -126,8 +126,8 @@ class Run:
 
     @property
     def encoder(self) -> torch.nn.Module:
-        """The network `ssl:DIR` embeds with (SimCLR: backbone + projection head; DINO: the
-        teacher's backbone)."""
+        """The network `ssl:DIR` embeds with (SimCLR: the backbone, or backbone + projection
+        head with --embed head; DINO: the teacher's backbone)."""
         return self.method.encoder(self.output)
 
     def start_from(self, path: str) -> None:
@@ -289,8 +289,8 @@ def train(
     report = TrainReport(out, run.epoch, 0, n, len(data.failed), resumed_from=run.epoch)
     if run.epoch >= cfg.epochs:
         written = json.loads((out / CONFIG_FILE).read_text())
-        # Finished before pool_stats existed, or with another output (--embed; SimCLR folders
-        # written before the head was kept): rewrite the folder from the checkpoint.
+        # Finished before pool_stats existed, or with another --embed: rewrite the folder from
+        # the checkpoint, without training.
         if "scale" not in written or written.get("output", "backbone") != run.output:
             run.center, run.scale = pool_stats(run, data)
             save(run, out, pool)
