@@ -6,7 +6,8 @@ images are 64 px or smaller, so they are not shrunk to 1x1 before the last stage
 `mobilenet_v2` is torchvision's feature extractor (1280-d), the usual start from ImageNet
 weights (`--init`) on a CPU. Parameter names are torchvision's, so its checkpoints load as they are.
 
-SimCLR's projection head is here too (torch only): `ssl:` embeds with backbone + head."""
+SimCLR's projection head is here too (torch only): with `--embed head`, `ssl:` embeds with
+backbone + head."""
 
 from __future__ import annotations
 

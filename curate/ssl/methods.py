@@ -118,7 +118,7 @@ class DINO:
     def extra(self) -> dict[str, nn.Module]:
         return {"teacher": self.teacher, "teacher_head": self.teacher_head, "criterion": self.criterion}
 
-    outputs = ("backbone",)  # the head's output is a 1,024-way softmax over prototypes, no embedding
+    outputs = ("backbone",)  # the head's output is a softmax over `dino_out` prototypes, not an embedding
 
     def encoder(self, output: str) -> nn.Module:
         return self.teacher
