@@ -3,6 +3,7 @@ and ImageNet MobileNetV2 features: k-NN and linear-probe accuracy, label efficie
 and dedup of planted near-duplicates.
 
     python -m benchmarks.ssl_encoders --epochs 4 4            # both datasets, as in BENCHMARKS.md
+    python -m benchmarks.ssl_encoders --epochs 4 4 --reuse --embed head   # the same runs, head output
     python -m benchmarks.ssl_encoders --selection             # label-efficiency tables (cached embeddings)
     python -m benchmarks.ssl_encoders --tables                # print the saved results again
     python -m benchmarks.ssl_encoders --limit 100 --epochs 1  # smoke run
@@ -24,6 +25,8 @@ Encoders:
              labels, as a team would train it on its unlabeled pool; the same code as the CLI
              (curate.ssl.train), at --threads torch threads; embedded through `ssl:` (each
              feature standardized with its pool mean and std, then L2-normalized)
+  ssl-head   the same run with `--embed head`: backbone + SimCLR projection head (128-d); with
+             --reuse the finished run's folder is rewritten from its checkpoint, no training
 Evaluation: for each seed a stratified 75/25 split; k-NN (k=10, cosine, majority vote) and a
 logistic-regression probe on standardized features, trained on the 75% and scored on the 25%.
 Mean +- std over seeds. Selection (--selection): random and typicality (what `auto` runs at
@@ -103,8 +106,8 @@ def train_ssl(name: str, paths: list[str], args: argparse.Namespace, epochs: int
     out = CACHE / f"enc-{name}"
     cfg = TrainConfig(method=args.method, arch=args.arch, image_size=SIZES[name], epochs=epochs,
                       temperature=args.temperature, min_scale=args.min_scale,
-                      hflip=0.5 if FLIP[name] else 0.0)  # fmt: skip
-    flip = "" if FLIP[name] else " --no-flip"
+                      hflip=0.5 if FLIP[name] else 0.0, embed=args.embed)  # fmt: skip
+    flip = ("" if FLIP[name] else " --no-flip") + (f" --embed {args.embed}" if args.embed else "")
     cmd = (
         f"curate train-encoder {Path(paths[0]).parent if name == 'mnist' else '<textile folder>'} "
         f"--method {cfg.method} --arch {cfg.arch} --image-size {cfg.image_size} --epochs {epochs} "
@@ -145,7 +148,7 @@ def _encode(enc, transform, paths: list[str], batch: int = 128) -> np.ndarray:  
 
 def embed(name: str, encoder: str, paths: list[str], ssl_dir: Path | None) -> np.ndarray:
     path = CACHE / f"emb_{name}_{encoder}.npy"
-    if path.is_file() and encoder != "ssl":
+    if path.is_file() and not encoder.startswith("ssl"):
         return np.load(path)
     t = time.perf_counter()
     if encoder == "pixels":
@@ -269,13 +272,15 @@ def scores(name: str, encoder: str, emb: np.ndarray, y: np.ndarray, seeds: int) 
     """evaluate(), kept in CACHE for the fixed encoders (pixels, mobilenet): their probes on
     1280-d features are a good part of a run on this shared CPU."""
     path = CACHE / f"scores_{name}_{encoder}_{seeds}.json"
-    if encoder != "ssl" and path.is_file():
+    if not encoder.startswith("ssl") and path.is_file():
         return json.loads(path.read_text())
     res = {"dim": int(emb.shape[1]), **evaluate(emb, y, seeds)}
     path.write_text(json.dumps(res))
     return res
 
 
+ENCODERS = ("pixels", "mobilenet", "ssl", "ssl-head")
+FAMILIES = {"pixels": "pixels", "mobilenet": "torchvision", "ssl": "ssl", "ssl-head": "ssl"}
 SELECT_BUDGETS = [10, 20, 50, 100]
 SELECT_STRATEGIES = ["random", "typicality"]  # `auto` is typicality at these budgets; kcenter was worst
 
@@ -328,11 +333,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature")
     ap.add_argument("--min-scale", type=float, default=0.4, help="smallest crop, as a share of the image")
     ap.add_argument("--reuse", action="store_true", help="keep a finished encoder of the same settings")
+    ap.add_argument("--embed", choices=["backbone", "head"], help="what ssl: embeds with (head: row ssl-head)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     ap.add_argument("--limit", type=int, default=0, help="a random subset of N images per dataset (smoke runs)")
     ap.add_argument("--selection", action="store_true", help="only the label-efficiency table, from cached embeddings")
-    ap.add_argument("--encoders", nargs="+", default=["pixels", "mobilenet", "ssl"], help="for --selection")
+    ap.add_argument("--encoders", nargs="+", default=list(ENCODERS), help="for --selection (those embedded)")
     ap.add_argument("--tables", action="store_true", help="print the tables of the saved results and stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -342,10 +348,11 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     if args.selection:
         for name in args.datasets:
-            selection(name, args.seeds, args.limit, args.encoders)
+            have = [e for e in args.encoders if (CACHE / f"emb_{name}_{e}.npy").is_file()]
+            selection(name, args.seeds, args.limit, have)
     if args.selection or args.tables:
         for name in args.datasets:
-            res = {e: json.loads(f.read_text()) for e in ("pixels", "mobilenet", "ssl")
+            res = {e: json.loads(f.read_text()) for e in ENCODERS
                    if (f := CACHE / f"selection_{name}_{e}.json").is_file()}  # fmt: skip
             print(f"\n{name}: probe test accuracy in %, mean ± std over seeds\n")
             print(selection_table(name, res))
@@ -360,18 +367,22 @@ def main() -> None:
         results["datasets"], results["dates"] = before["datasets"], before.get("dates", {})
     for name in args.datasets:
         results.setdefault("dates", {})[name] = started
-    families = {"pixels": "pixels", "mobilenet": "torchvision", "ssl": "ssl"}
+    ssl_key = "ssl-head" if args.embed == "head" else "ssl"
     for name, epochs in zip(args.datasets, args.epochs + args.epochs[-1:] * len(args.datasets), strict=False):
         paths, y = dataset(name, args.limit)
         print(f"{name}: {len(paths)} images, {len(set(y.tolist()))} classes", file=sys.stderr)
         ssl_dir, train_info = train_ssl(name, paths, args, epochs)
-        row: dict = {"train": train_info, "scores": {}, "dedup": {}}
+        row: dict = {"train": {}, "scores": {}, "dedup": {}}
+        before = results["datasets"].get(name, {})
+        if isinstance(before.get("train"), dict) and "command" not in before["train"]:  # keep other ssl rows
+            row = {k: dict(before.get(k, {})) for k in row}
+        row["train"][ssl_key] = train_info
         copies, origin, kinds = planted_copies(name, paths)
-        for encoder in ("pixels", "mobilenet", "ssl"):
+        for encoder in ("pixels", "mobilenet", ssl_key):
             emb = embed(name, encoder, paths, ssl_dir)
             row["scores"][encoder] = scores(name, encoder, emb, y, args.seeds)
             both = np.concatenate([emb, embed(f"{name}-planted", encoder, copies, ssl_dir)])
-            row["dedup"][encoder] = dedup_scores(both, len(paths), origin, kinds, families[encoder])
+            row["dedup"][encoder] = dedup_scores(both, len(paths), origin, kinds, FAMILIES[encoder])
         if (CACHE / "results.json").is_file():  # another dataset's run may have written meanwhile
             on_disk = json.loads((CACHE / "results.json").read_text())
             results["datasets"] = {**on_disk["datasets"], **results["datasets"]}
@@ -399,11 +410,12 @@ def table(results: dict) -> str:
             )
     lines.append("")
     for name, row in results["datasets"].items():
-        t = row["train"]
-        lines.append(
-            f"- {name}: `{t['command']}`: {t['epochs_run']} epochs on {t['images']} images in {t['train_s']:.0f} s "
-            f"({t['images_per_s']:.0f} img/s, decode {t['decode_s']:.0f} s), loss {t['losses'][0]} -> {t['losses'][-1]}"
-        )
+        for key, t in row["train"].items():
+            lines.append(
+                f"- {name} {key}: `{t['command']}`: {t['epochs_run']} epochs on {t['images']} images in "
+                f"{t['train_s']:.0f} s ({t['images_per_s']:.0f} img/s, decode {t['decode_s']:.0f} s), "
+                f"loss {t['losses'][0]} -> {t['losses'][-1]}"
+            )
     return "\n".join(lines)
 
 

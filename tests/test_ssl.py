@@ -17,7 +17,7 @@ pytest.importorskip("lightly", reason="lightly (the ssl/test extra) is needed fo
 from curate.cli import app  # noqa: E402
 from curate.encoders import EncoderError, encoder_from_spec, load_encoder  # noqa: E402
 from curate.ssl import CONFIG_FILE, STATE_FILE, WEIGHTS_FILE  # noqa: E402
-from curate.ssl.archs import build_backbone  # noqa: E402
+from curate.ssl.archs import ProjectionHead, build_backbone, build_encoder  # noqa: E402
 from curate.ssl.images import TrainImages  # noqa: E402
 from curate.ssl.train import Run, TrainConfig, train  # noqa: E402
 
@@ -92,7 +92,8 @@ def test_training_writes_an_encoder_folder(trained, data):
     out, report = trained
     assert (report.epochs_done, report.epochs_run, report.images, report.resumed_from) == (2, 2, 16, 0)
     cfg = json.loads((out / CONFIG_FILE).read_text())
-    assert (cfg["arch"], cfg["dim"], cfg["image_size"], cfg["epochs_done"]) == ("small-cnn", 256, 16, 2)
+    assert (cfg["arch"], cfg["output"], cfg["dim"], cfg["image_size"]) == ("small-cnn", "backbone", 256, 16)
+    assert cfg["epochs_done"] == 2
     assert cfg["training"]["batch_size"] == 8 and cfg["training"]["epochs"] == 2
     assert cfg["pool"]["images"] == 16 and cfg["pool"]["source"] == "/pool" and len(cfg["losses"]) == 2
     assert not list(out.glob("*.tmp"))  # atomic writes leave no temporaries
@@ -180,6 +181,51 @@ def test_pool_stats_standardize_the_pools_features_and_old_folders_embed_raw(tra
     assert json.loads((old / CONFIG_FILE).read_text())["scale"] == cfg["scale"]
 
 
+def test_embed_head_rewrites_a_finished_folder_to_embed_with_the_projection_head(trained, data, tmp_path):
+    """--embed head on a finished SimCLR run: no training, the folder now holds backbone + head
+    and ssl: gives the standardized head output of exactly the trained modules."""
+    out, _ = trained
+    enc_dir = tmp_path / "enc"
+    enc_dir.mkdir()
+    for f in out.iterdir():
+        (enc_dir / f.name).write_bytes(f.read_bytes())
+    report = train(data, TrainConfig(**{**CFG.settings(), "epochs": 2, "embed": "head"}), enc_dir, CPU)
+    cfg = json.loads((enc_dir / CONFIG_FILE).read_text())
+    assert report.epochs_run == 0 and (cfg["output"], cfg["dim"], len(cfg["scale"])) == ("head", 128, 128)
+    enc = load_encoder(f"ssl:{enc_dir}", device="cpu")
+    x = torch.stack([enc.preprocess(im) for im in data.images[:5]])
+    run = Run(CFG, CPU)
+    run.restore(enc_dir / STATE_FILE, torch.load(enc_dir / STATE_FILE, weights_only=True)["pool"])
+    net = torch.nn.Sequential(run.method.backbone, run.method.head).eval()
+    center, scale = torch.tensor(cfg["center"]), torch.tensor(cfg["scale"])
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize((net(x) - center) / scale, dim=-1)
+    got = enc.encode_images(x)
+    assert got.shape == (5, 128) and torch.allclose(got, ref, atol=1e-6)
+    assert enc.name != load_encoder(f"ssl:{out}", device="cpu").name  # other weights file, other vector name
+    sd = torch.load(enc_dir / WEIGHTS_FILE, weights_only=True)
+    torch.save({k: v for k, v in sd.items() if not k.startswith("head.layers.4.")}, enc_dir / WEIGHTS_FILE)
+    with pytest.raises(EncoderError, match=r"fills \d+ of \d+ tensors of ssl small-cnn \+ projection head"):
+        load_encoder(f"ssl:{enc_dir}", device="cpu")
+    train(data, TrainConfig(**{**CFG.settings(), "epochs": 2}), enc_dir, CPU)  # back to the backbone
+    assert (enc_dir / WEIGHTS_FILE).read_bytes() == (out / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(ValueError, match="--embed 'head': a dino encoder embeds with backbone"):
+        Run(TrainConfig(**{**DINO.settings(), "embed": "head"}), CPU)
+
+
+def test_projection_head_has_lightlys_layout_so_older_checkpoints_resume():
+    from lightly.models.modules.heads import SimCLRProjectionHead
+
+    theirs = SimCLRProjectionHead(256, 256, 128).state_dict()
+    ours = ProjectionHead(256, 256, 128)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.items()}
+    ours.load_state_dict(theirs, strict=True)
+    enc = build_encoder("small-cnn", 16, "head", 128)
+    assert enc.dim == 128 and enc(torch.zeros(2, 3, 16, 16)).shape == (2, 128)
+    with pytest.raises(ValueError, match="unknown output 'neck'"):
+        build_encoder("small-cnn", 16, "neck", 128)
+
+
 def test_ssl_loading_is_strict(trained, tmp_path):
     out, _ = trained
     bad = tmp_path / "bad"
@@ -238,6 +284,10 @@ def test_cli_dino_and_init_options(tmp_path):
     assert r.exit_code == 2 and "--init" in r.output and "no such file" in r.output, r.output
     r = runner.invoke(app, [*base, "--method", "byol"])
     assert r.exit_code == 2 and "choose one of simclr, dino" in r.output, r.output
+    r = runner.invoke(app, [*base, "--embed", "neck"])
+    assert r.exit_code == 2 and "--embed 'neck': choose head or backbone" in r.output, r.output
+    r = runner.invoke(app, [*base, "--method", "dino", "--embed", "head"])
+    assert r.exit_code == 2 and "a dino encoder embeds with backbone" in r.output, r.output
     r = runner.invoke(app, [*base, "--method", "dino", "--epochs", "1"])
     assert r.exit_code == 0 and "trained 1 epoch(s) on 8 images" in r.output, r.output
     assert json.loads((out / CONFIG_FILE).read_text())["training"]["method"] == "dino"
@@ -318,7 +368,7 @@ def test_training_from_init_records_it_and_resume_needs_the_same_file(data, tmp_
     cfg = TrainConfig(**{**CFG.settings(), "arch": "mobilenet_v2", "init": str(ckpt), "epochs": 1, "batch_size": 16})
     train(data, cfg, tmp_path / "enc", CPU)
     meta = json.loads((tmp_path / "enc" / CONFIG_FILE).read_text())
-    assert meta["arch"] == "mobilenet_v2" and meta["dim"] == 1280
+    assert (meta["arch"], meta["output"], meta["dim"]) == ("mobilenet_v2", "backbone", 1280)
     assert meta["training"]["init"] == str(ckpt) and len(meta["training"]["init_sha256"]) == 64
     with pytest.raises(ValueError, match="other settings: init"):
         train(data, TrainConfig(**{**cfg.settings(), "init": None, "epochs": 2}), tmp_path / "enc", CPU)

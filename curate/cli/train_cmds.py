@@ -50,6 +50,9 @@ def train_encoder(
                                     "share of the image area (higher for small glyphs such as digits)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (off for digits, text)."),
     seed: int = typer.Option(0, "--seed"),
+    embed: str = typer.Option(None, "--embed", help="What ssl:OUT embeds with: backbone (default) or head "
+                              "(SimCLR only: backbone + projection head, whose clusters suited selection on digits); "
+                              "changing it on a finished run rewrites the folder without training."),
     init: Path = typer.Option(None, "--init", help="Start from a pretrained backbone: a local torchvision weights "
                               "file of --arch (e.g. ImageNet mobilenet_v2), loaded strictly, then adapted."),
     restart: bool = typer.Option(False, "--restart", help="Discard a previous run in --out and start over."),
@@ -66,6 +69,8 @@ def train_encoder(
     """
     if method not in METHODS:
         fail(f"--method {method!r} is not implemented; choose one of {', '.join(METHODS)}")
+    if embed not in (None, "head", "backbone"):
+        fail(f"--embed {embed!r}: choose head or backbone")
     if arch not in ARCHS:
         fail(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
     if init is not None and not init.is_file():
@@ -107,7 +112,7 @@ def train_encoder(
         torch.set_num_threads(threads)
     cfg = TrainConfig(method=method, arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size,
                       lr=lr, temperature=temperature, min_scale=min_scale, hflip=0.5 if flip else 0.0, seed=seed,
-                      init=str(init.expanduser().resolve()) if init else None)
+                      init=str(init.expanduser().resolve()) if init else None, embed=embed)
     plain = not quiet and not err_console.is_terminal
     last = [0.0]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,11 +1,12 @@
 """`ssl:<folder>`: an encoder trained on the pool itself by `curate train-encoder`.
 
-The folder holds encoder.json (architecture, input size, normalisation, how and on what it
-was trained) and encoder.pt (the backbone's weights, loaded weights-only and strictly). The
-vector is the backbone's pooled feature (before the projection head) standardized with the
-pool's feature mean and std recorded at training (`center`, `scale`; absent in older folders,
-which embed the raw feature), then L2-normalized; images are resized and center-cropped to the
-training size.
+The folder holds encoder.json (architecture, output, input size, normalisation, how and on what
+it was trained) and encoder.pt (the network's weights, loaded weights-only and strictly). The
+network is the backbone (`output` "backbone", the default; folders written before `output`
+existed hold it too) or the backbone and SimCLR's projection head ("head", `--embed head`). Its
+output is standardized with the pool's mean and std recorded at training (`center`, `scale`;
+absent in older folders, which embed the raw output), then L2-normalized; images are resized and
+center-cropped to the training size.
 """
 
 from __future__ import annotations
@@ -73,16 +74,18 @@ class SSLEncoder(Encoder):
     has_text = False
 
     def __init__(self, weights: SSLWeights, device: torch.device) -> None:
-        from curate.ssl.archs import build_backbone
+        from curate.ssl.archs import build_encoder
 
         cfg = weights.config
         if not weights.file.is_file():
             raise EncoderError(f"{weights.file} is missing; re-run curate train-encoder --out {weights.folder}")
+        output = cfg.get("output", "backbone")
         try:
-            model = build_backbone(cfg["arch"], int(cfg["image_size"]))
+            model = build_encoder(cfg["arch"], int(cfg["image_size"]), output, int(cfg["dim"]))
         except ValueError as e:
             raise EncoderError(f"{weights.folder}: {e}") from None
-        load_strict(model, read_state_dict(weights.file), weights.file, f"ssl {cfg['arch']}")
+        what = f"ssl {cfg['arch']}" + (" + projection head" if output == "head" else "")
+        load_strict(model, read_state_dict(weights.file), weights.file, what)
         if int(cfg["dim"]) != model.dim:
             raise EncoderError(f"{weights.folder}: config says dim {cfg['dim']}, the {cfg['arch']} has {model.dim}")
         self.model = model.eval().to(device)

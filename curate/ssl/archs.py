@@ -4,7 +4,10 @@
 image); `resnet18` is torchvision's, with the CIFAR-style stem (3x3 conv, no max-pool) when
 images are 64 px or smaller, so they are not shrunk to 1x1 before the last stage;
 `mobilenet_v2` is torchvision's feature extractor (1280-d), the usual start from ImageNet
-weights (`--init`) on a CPU. Parameter names are torchvision's, so its checkpoints load as they are."""
+weights (`--init`) on a CPU. Parameter names are torchvision's, so its checkpoints load as they are.
+
+SimCLR's projection head is here too (torch only): with `--embed head`, `ssl:` embeds with
+backbone + head."""
 
 from __future__ import annotations
 
@@ -62,6 +65,46 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).mean(dim=(2, 3))
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR's projection MLP: linear-BN-ReLU, linear-BN. Layout and parameter names are those of
+    lightly's SimCLRProjectionHead, so runs checkpointed with lightly's head resume with this one."""
+
+    def __init__(self, dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out),
+        )  # fmt: skip
+        self.dim = out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Projected(nn.Module):
+    """Backbone, then projection head: the vector SimCLR's loss compares (by cosine). On MNIST its
+    k-means clusters follow the digits better than the backbone's (BENCHMARKS.md), not on textures."""
+
+    def __init__(self, backbone: nn.Module, head: ProjectionHead) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.dim = head.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_encoder(arch: str, input_size: int, output: str, dim: int) -> nn.Module:
+    """The network an encoder folder holds: the backbone (`output` "backbone") or backbone + a
+    projection head to `dim` ("head"); ValueError for anything else."""
+    backbone = build_backbone(arch, input_size)
+    if output == "backbone":
+        return backbone
+    if output == "head":
+        return Projected(backbone, ProjectionHead(backbone.dim, backbone.dim, dim))
+    raise ValueError(f"unknown output {output!r}; expected backbone or head")
 
 
 def build_backbone(arch: str, input_size: int) -> nn.Module:

@@ -4,7 +4,9 @@ from an image, and its loss on one batch of those views.
 Both use lightly's heads, losses and view transforms (what that package is for); the views are
 scaled for small images: blur off and milder colour jitter at 64 px and below.
 
-simclr  two views, a projection head, NT-Xent: images in the batch are each other's negatives.
+simclr  two views, a projection head, NT-Xent: images in the batch are each other's negatives;
+        the encoder keeps the backbone, or with --embed head backbone + head (the head is our
+        torch-only copy of lightly's, so `ssl:` loads without lightly).
 dino    a student (backbone + DINO head) trained to match an EMA teacher's centred, sharpened
         output on two global crops, seeing also small local crops; no negatives, so it does not
         need large batches, and the teacher's backbone (a running average of the student's) is
@@ -21,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from curate.ssl.archs import Projected, ProjectionHead
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 NORMALIZE = {"mean": list(MEAN), "std": list(STD)}
@@ -32,7 +36,6 @@ def _lightly(*names: str) -> list:
 
     where = {
         "NTXentLoss": "lightly.loss.ntx_ent_loss",
-        "SimCLRProjectionHead": "lightly.models.modules.heads",
         "SimCLRTransform": "lightly.transforms.simclr_transform",
         "DINOLoss": "lightly.loss.dino_loss",
         "DINOProjectionHead": "lightly.models.modules.heads",
@@ -47,10 +50,10 @@ def _lightly(*names: str) -> list:
 
 class SimCLR:
     def __init__(self, cfg, backbone: nn.Module) -> None:  # noqa: ANN001 - TrainConfig
-        loss_cls, head_cls = _lightly("NTXentLoss", "SimCLRProjectionHead")
+        (loss_cls,) = _lightly("NTXentLoss")
         self.cfg = cfg
         self.backbone = backbone
-        self.head = head_cls(backbone.dim, backbone.dim, cfg.projection_dim)
+        self.head = ProjectionHead(backbone.dim, backbone.dim, cfg.projection_dim)
         self.criterion = loss_cls(temperature=cfg.temperature)
 
     def trainable(self) -> dict[str, nn.Module]:
@@ -61,8 +64,10 @@ class SimCLR:
         """Modules with state the optimizer does not own (also checkpointed)."""
         return {}
 
-    def encoder(self) -> nn.Module:
-        return self.backbone
+    outputs = ("backbone", "head")  # what `ssl:` can embed with (--embed); the first is the default
+
+    def encoder(self, output: str) -> nn.Module:
+        return Projected(self.backbone, self.head) if output == "head" else self.backbone
 
     def transform(self) -> Callable:
         small = self.cfg.image_size <= 64
@@ -113,7 +118,9 @@ class DINO:
     def extra(self) -> dict[str, nn.Module]:
         return {"teacher": self.teacher, "teacher_head": self.teacher_head, "criterion": self.criterion}
 
-    def encoder(self) -> nn.Module:
+    outputs = ("backbone",)  # the head's output is a softmax over `dino_out` prototypes, not an embedding
+
+    def encoder(self, output: str) -> nn.Module:
         return self.teacher
 
     def transform(self) -> Callable:

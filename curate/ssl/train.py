@@ -49,11 +49,13 @@ class TrainConfig:
     init: str | None = None  # a pretrained backbone's weights file to start from
     dino_out: int = 1024  # DINO head's output dimension
     local_views: int = 2  # DINO's small crops per image
+    embed: str | None = None  # what `ssl:` embeds with: head or backbone; None: the method's first choice
 
     def settings(self) -> dict:
         """Everything that must match for a resume to continue the same run (not `epochs`:
-        raising it continues a finished run, with the cosine schedule stretched)."""
-        return {k: v for k, v in asdict(self).items() if k != "epochs"}
+        raising it continues a finished run, with the cosine schedule stretched; not `embed`:
+        it only picks which trained modules the encoder folder keeps)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("epochs", "embed")}
 
 
 DEFAULTS = TrainConfig().settings()  # what a checkpoint written before a setting existed used
@@ -106,6 +108,10 @@ class Run:
         _seed(cfg.seed)
         self.cfg, self.device = cfg, device
         self.method = METHOD_CLASSES[cfg.method](cfg, build_backbone(cfg.arch, cfg.image_size))
+        outputs = self.method.outputs
+        if cfg.embed is not None and cfg.embed not in outputs:
+            raise ValueError(f"--embed {cfg.embed!r}: a {cfg.method} encoder embeds with {' or '.join(outputs)}")
+        self.output = cfg.embed or outputs[0]
         self.modules = {**self.method.trainable(), **self.method.extra()}
         for m in self.modules.values():
             m.to(device)
@@ -120,8 +126,9 @@ class Run:
 
     @property
     def encoder(self) -> torch.nn.Module:
-        """The network `ssl:DIR` embeds with (SimCLR: the backbone; DINO: the teacher's)."""
-        return self.method.encoder()
+        """The network `ssl:DIR` embeds with (SimCLR: the backbone, or backbone + projection
+        head with --embed head; DINO: the teacher's backbone)."""
+        return self.method.encoder(self.output)
 
     def start_from(self, path: str) -> None:
         """Load a pretrained backbone (student and, for DINO, teacher) from a weights file."""
@@ -195,6 +202,7 @@ def encoder_config(run: Run, pool: dict) -> dict:
     return {
         "format": FORMAT,
         "arch": cfg.arch,
+        "output": run.output,  # backbone or head (backbone + projection head); absent: backbone
         "dim": int(run.encoder.dim),
         "image_size": cfg.image_size,
         "mean": list(MEAN),
@@ -280,7 +288,10 @@ def train(
         run.start_from(cfg.init)
     report = TrainReport(out, run.epoch, 0, n, len(data.failed), resumed_from=run.epoch)
     if run.epoch >= cfg.epochs:
-        if "scale" not in json.loads((out / CONFIG_FILE).read_text()):  # finished before pool_stats existed
+        written = json.loads((out / CONFIG_FILE).read_text())
+        # Finished before pool_stats existed, or with another --embed: rewrite the folder from
+        # the checkpoint, without training.
+        if "scale" not in written or written.get("output", "backbone") != run.output:
             run.center, run.scale = pool_stats(run, data)
             save(run, out, pool)
         return report
