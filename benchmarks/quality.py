@@ -263,9 +263,10 @@ def scores(idx: np.ndarray, te: np.ndarray, emb: np.ndarray, raw: np.ndarray, la
 
 
 def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[str],
-        results: dict | None = None, save: Path | None = None) -> dict:
+        results: dict | None = None, save: Path | None = None, draws: int = 1) -> dict:
     """Results per "dataset/encoder" (added to `results`); written to `save` after every seed, so an
-    interrupted run still leaves every finished seed readable with --tables."""
+    interrupted run still leaves every finished seed readable with --tables. `draws`: selection
+    seeds per split for every strategy (random: at least RANDOM_DRAWS), accuracies averaged."""
     from sklearn.model_selection import train_test_split
 
     results = {} if results is None else results
@@ -283,7 +284,7 @@ def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[s
                 for strategy in strategies:
                     for b in BUDGETS:
                         draws = []
-                        for r in range(RANDOM_DRAWS if strategy == "random" else 1):
+                        for r in range(max(draws, RANDOM_DRAWS) if strategy == "random" else draws):
                             # draw 0 uses the split's seed, so it is the single draw of earlier runs
                             idx = tr[pick(strategy, emb[tr], labels[tr], b, seed + 1000 * r, memo)]
                             assert len(idx) == b and len(set(idx.tolist())) == b
@@ -360,6 +361,8 @@ def main() -> None:
     ap.add_argument("--encoders", default="pixels,mobilenet")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--draws", type=int, default=1, help="selection seeds per split, averaged (random: at least "
+                    f"{RANDOM_DRAWS}); more draws measure a strategy's expected accuracy, not one lucky run")
     ap.add_argument("--out", default=str(CACHE / "quality.json"))
     ap.add_argument("--tables", nargs="*", help="print the tables of saved result files and exit")
     args = ap.parse_args()
@@ -379,11 +382,12 @@ def main() -> None:
     with threadpool_limits(1):
         results: dict = {}
         for d, e in pairs:
-            run([d], [e], args.seeds, args.strategies.split(","), results, save=out)
+            run([d], [e], args.seeds, args.strategies.split(","), results, save=out, draws=args.draws)
     results = json.loads(out.read_text())  # budgets as string keys, as when read back
     print_tables(results, f"\nMachine: {cpu_name()}, 1 thread; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; "
                  f"`python {' '.join(sys.argv)}`; {time.perf_counter() - t:.0f} s. Test accuracy in %, mean ± std "
-                 f"over {args.seeds} seeds, (difference to random in points); _italic_ = below random; "
+                 f"over {args.seeds} seeds ({args.draws} selection draw(s) per seed, random "
+                 f"{max(args.draws, RANDOM_DRAWS)}), (difference to random in points); _italic_ = below random; "
                  "‡ = auto below typiclust-ref at a budget <= 50.")
 
 
