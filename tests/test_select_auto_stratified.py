@@ -58,11 +58,11 @@ def test_separation_matches_the_simplified_silhouette() -> None:
     labels = np.random.default_rng(1).integers(0, 7, 120)
     labels[5] = 7  # a cluster of one scores 0
     got = cluster_separation(X, labels, device="cpu")
-    assert abs(got - brute_separation(X, labels, np.arange(120))) < 1e-6
+    assert abs(got - brute_separation(X, labels, np.arange(120))) < 1e-5
     # above `sample` rows: the same mean over the seeded sample of rows
     rows = np.sort(np.random.default_rng(4).choice(120, size=50, replace=False))
     got = cluster_separation(X, labels, sample=50, seed=4, device="cpu")
-    assert abs(got - brute_separation(X, labels, rows)) < 1e-6
+    assert abs(got - brute_separation(X, labels, rows)) < 1e-5
     assert np.isnan(cluster_separation(X, np.zeros(120, np.int64), device="cpu"))
 
 

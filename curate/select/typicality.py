@@ -139,13 +139,13 @@ def cluster_separation(
         return float("nan")
     dev = resolve_device(device)
     lab = torch.as_tensor(labels, device=dev)
-    cent = torch.zeros((n_cl, X.shape[1]), dtype=torch.float64, device=dev)
+    cent = torch.zeros((n_cl, X.shape[1]), dtype=torch.float32, device=dev)  # fp32 sums: 10x cheaper than fp64
     step = rows_per_chunk(X.shape[1], dev, fraction=0.05)
     with torch.inference_mode():
         for r0 in range(0, len(X), step):
-            cent.index_add_(0, lab[r0 : r0 + step], to_storage(X[r0 : r0 + step], dev).double())
+            cent.index_add_(0, lab[r0 : r0 + step], to_storage(X[r0 : r0 + step], dev).float())
         size = torch.bincount(lab, minlength=n_cl)
-        cent /= size.clamp_min(1)[:, None]
+        cent = cent.double() / size.clamp_min(1)[:, None]
         rows = np.arange(len(X))
         if len(X) > sample:
             rows = np.sort(np.random.default_rng(seed).choice(len(X), size=sample, replace=False))
