@@ -283,14 +283,14 @@ def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[s
                 memo: dict = {}
                 for strategy in strategies:
                     for b in BUDGETS:
-                        draws = []
+                        per_draw = []
                         for r in range(max(draws, RANDOM_DRAWS) if strategy == "random" else draws):
                             # draw 0 uses the split's seed, so it is the single draw of earlier runs
                             idx = tr[pick(strategy, emb[tr], labels[tr], b, seed + 1000 * r, memo)]
                             assert len(idx) == b and len(set(idx.tolist())) == b
-                            draws.append(scores(idx, te, emb, raw, labels, seed))
+                            per_draw.append(scores(idx, te, emb, raw, labels, seed))
                         for m in MODELS:
-                            results[key][strategy][b][m].append(float(np.mean([d[m] for d in draws])))
+                            results[key][strategy][b][m].append(float(np.mean([d[m] for d in per_draw])))
                 print(f"{key}: seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
                 if save is not None:
                     save.write_text(json.dumps(results))
