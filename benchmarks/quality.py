@@ -301,14 +301,14 @@ def table(results: dict, key: str, model: str) -> str:
     res = results[key]
     head = "| strategy | " + " | ".join(f"{b}" for b in BUDGETS) + " |"
     lines = [head, "|---|" + "---|" * len(BUDGETS)]
-    rand = {b: np.mean(res["random"][str(b)][model]) for b in BUDGETS}
+    rand = {b: np.mean(res["random"][str(b)][model]) for b in BUDGETS} if "random" in res else None
     ref = res.get("typiclust-ref")
     for s in res:
         cells = []
         for b in BUDGETS:
             a = np.asarray(res[s][str(b)][model]) * 100
             cell = f"{a.mean():.1f} ± {a.std():.1f}"
-            if s != "random":
+            if s != "random" and rand is not None:
                 delta = a.mean() - rand[b] * 100
                 cell += f" ({delta:+.1f})"
                 if delta < 0:
@@ -330,7 +330,7 @@ def summary(results: dict) -> str:
             for b in BUDGETS:
                 a = np.mean(res["auto"][str(b)][m])
                 n_cells += 1
-                if a < np.mean(res["random"][str(b)][m]):
+                if "random" in res and a < np.mean(res["random"][str(b)][m]):
                     lose_rand.append(f"{key} {m} @{b}")
                 if "typiclust-ref" in res and b <= 50:
                     n_ref += 1
