@@ -14,7 +14,8 @@ need no normalization, only to be >= 0: similarity enters as (1 + cos) / 2.
 typicality on a pool whose k-means clusters barely separate (`cluster_separation` below
 AUTO_SEPARATION_MIN), it keeps TypiClust's clusters and coverage order but takes a seeded random
 image of each cluster ("auto->stratified"): without cluster structure the most typical image is
-no better a representative than any member, and a stratified sample is unbiased.
+no better a representative than any member, and a random one varies with the seed instead of
+repeating one cluster solution's accident (measured in BENCHMARKS.md, label efficiency).
 
 Row order never matters: `select` first puts the rows in a canonical order (by id when the pool has
 ids, else by a hash of each vector's bytes), runs there, and maps the picks back. So every seeded
