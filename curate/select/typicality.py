@@ -141,7 +141,7 @@ def cluster_separation(
     lab = torch.as_tensor(labels, device=dev)
     cent = torch.zeros((n_cl, X.shape[1]), dtype=torch.float32, device=dev)  # fp32 sums: 10x cheaper than fp64
     step = rows_per_chunk(X.shape[1], dev, fraction=0.05)
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread(dev):  # small ops: a second busy core only adds waiting
         for r0 in range(0, len(X), step):
             cent.index_add_(0, lab[r0 : r0 + step], to_storage(X[r0 : r0 + step], dev).float())
         size = torch.bincount(lab, minlength=n_cl)
