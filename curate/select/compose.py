@@ -10,7 +10,12 @@ quotas are planned on what is left, then one greedy procedure picks under those 
 Multiplying objectives makes their scales irrelevant (argmax of c * f is argmax of f), so inputs
 need no normalization, only to be >= 0: similarity enters as (1 + cos) / 2.
 
-`--strategy auto` (the default) resolves by budget; see `resolve_auto`.
+`--strategy auto` (the default) resolves by budget; see `resolve_auto`. Where it resolves to
+typicality on a pool whose k-means clusters barely separate (`cluster_separation` below
+AUTO_SEPARATION_MIN), it keeps TypiClust's clusters and coverage order but takes a seeded random
+image of each cluster ("auto->stratified"): without cluster structure the most typical image is
+no better a representative than any member, and a random one varies with the seed instead of
+repeating one cluster solution's accident (measured in BENCHMARKS.md, label efficiency).
 
 Row order never matters: `select` first puts the rows in a canonical order (by id when the pool has
 ids, else by a hash of each vector's bytes), runs there, and maps the picks back. So every seeded
@@ -30,11 +35,17 @@ import numpy as np
 import torch
 
 from curate.select.balance import QuotaPlan, check_keys, modes_of, plan_quotas
-from curate.select.config import AUTO_TYPICALITY_MAX, SelectionConfig, Step
+from curate.select.config import AUTO_SEPARATION_MIN, AUTO_TYPICALITY_MAX, SelectionConfig, Step
 from curate.select.density import knn_density
 from curate.select.kcenter import kcenter_select
 from curate.select.similarity import max_similarity
-from curate.select.typicality import Clustering, cluster_pool, n_clusters_for, typiclust_select
+from curate.select.typicality import (
+    Clustering,
+    cluster_pool,
+    cluster_separation,
+    n_clusters_for,
+    typiclust_select,
+)
 
 
 def resolve_auto(n_centers: int, budget: int) -> str:
@@ -200,6 +211,7 @@ def _select(
     steps = list(cfg.steps)
     label = cfg.strategy
     auto = next((s for s in steps if s.type == "auto"), None)
+    choice = None
     if auto is not None:
         choice = resolve_auto(int(pool.center.sum()), budget)
         label = label.replace("auto", f"auto->{choice}", 1)
@@ -276,7 +288,15 @@ def _select(
         idx, columns = _active_procedure(proc.type, pool, cfg, cand, weight, budget, groups, quotas, device)
     elif proc is not None:
         cl = inputs.clusters()
-        score = cl.typicality.astype(np.float64) * (1.0 if weight is None else weight)
+        within = cl.typicality.astype(np.float64)
+        if choice == "typicality":
+            sep = cluster_separation(pool.X, cl.labels, seed=cfg.seed, device=device)
+            if sep < AUTO_SEPARATION_MIN:  # NaN (one cluster) keeps typicality
+                within = 1.0 - np.random.default_rng(cfg.seed).random(len(pool.X))  # in (0, 1]
+                label = label.replace("auto->typicality", "auto->stratified", 1)
+                messages.append(f"auto: the k-means clusters barely separate (separation {sep:.2f} < "
+                                f"{AUTO_SEPARATION_MIN}), so a random image of each cluster, not the most typical")
+        score = within * (1.0 if weight is None else weight)
         idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
                                                 groups=groups, quotas=quotas)
         columns["cluster"] = picked_clusters

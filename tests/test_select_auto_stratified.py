@@ -1,0 +1,100 @@
+"""`auto` at typicality budgets: the most typical image per k-means cluster when the clusters
+separate, a seeded random image per cluster (a stratified sample) when they do not (issue 8,
+textile). `cluster_separation` is checked against the simplified silhouette written out in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from curate.select.compose import Pool, select
+from curate.select.config import AUTO_SEPARATION_MIN, SelectionConfig, shorthand
+from curate.select.typicality import cluster_pool, cluster_separation, n_clusters_for, typiclust_select
+
+CPU = torch.device("cpu")
+
+
+def brute_separation(X: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> float:
+    """Mean over `rows` of (b - a) / max(a, b): a = distance to the own cluster's mean, b = to the
+    nearest other cluster's mean; 0 for a row alone in its cluster."""
+    K = labels.max() + 1
+    cent = np.stack([X[labels == c].astype(np.float64).mean(axis=0) for c in range(K)])
+    out = []
+    for i in rows:
+        if (labels == labels[i]).sum() < 2:
+            out.append(0.0)
+            continue
+        d = np.linalg.norm(cent - X[i], axis=1)
+        a = d[labels[i]]
+        b = np.min(np.delete(d, labels[i]))
+        out.append((b - a) / max(a, b))
+    return float(np.mean(out))
+
+
+def _sphere(n: int, d: int, seed: int) -> np.ndarray:
+    X = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def _blobs(n: int, d: int, modes: int, spread: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(modes, d))
+    X = c[rng.integers(0, modes, n)] / np.linalg.norm(c, axis=1).mean() + spread * rng.normal(size=(n, d)) / np.sqrt(d)
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _pool(X: np.ndarray) -> Pool:
+    n = len(X)
+    return Pool(X, np.ones(n, bool), np.zeros(n, bool), [{}] * n, ids=[f"p{i:05d}" for i in range(n)])
+
+
+def _cfg(strategy: str, seed: int = 3) -> SelectionConfig:
+    steps, label = shorthand(strategy)
+    return SelectionConfig(steps=steps, strategy=label, seed=seed, knn=5).validate()
+
+
+def test_separation_matches_the_simplified_silhouette() -> None:
+    X = _sphere(120, 6, 0)
+    labels = np.random.default_rng(1).integers(0, 7, 120)
+    labels[5] = 7  # a cluster of one scores 0
+    got = cluster_separation(X, labels, device="cpu")
+    assert abs(got - brute_separation(X, labels, np.arange(120))) < 1e-5
+    # above `sample` rows: the same mean over the seeded sample of rows
+    rows = np.sort(np.random.default_rng(4).choice(120, size=50, replace=False))
+    got = cluster_separation(X, labels, sample=50, seed=4, device="cpu")
+    assert abs(got - brute_separation(X, labels, rows)) < 1e-5
+    assert np.isnan(cluster_separation(X, np.zeros(120, np.int64), device="cpu"))
+
+
+def test_separation_tells_modes_from_a_continuum() -> None:
+    for X, low in ((_blobs(400, 16, 8, 0.3, 2), False), (_sphere(400, 16, 2), True)):
+        cl = cluster_pool(X, 8, k=5, seed=0, device="cpu")
+        sep = cluster_separation(X, cl.labels, device="cpu")
+        assert (sep < AUTO_SEPARATION_MIN) == low, sep
+
+
+def test_auto_keeps_the_most_typical_image_when_clusters_separate() -> None:
+    pool = _pool(_blobs(300, 16, 6, 0.3, 5))
+    auto = select(pool, _cfg("auto"), 12, device=CPU)
+    typ = select(pool, _cfg("typicality"), 12, device=CPU)
+    assert auto.strategy == "auto->typicality" and not auto.messages
+    assert auto.indices.tolist() == typ.indices.tolist()
+
+
+def test_auto_takes_a_random_image_per_cluster_without_structure() -> None:
+    X, budget, seed = _sphere(300, 16, 6), 12, 3
+    pool = _pool(X)
+    sel = select(pool, _cfg("auto", seed=seed), budget, device=CPU)
+    assert sel.strategy == "auto->stratified"
+    assert any("barely separate" in m for m in sel.messages)
+    # reference: the same clusters and coverage order, the seeded random score in place of typicality
+    cl = cluster_pool(X, n_clusters_for(300, 0, budget), k=5, seed=seed, device="cpu")
+    score = 1.0 - np.random.default_rng(seed).random(300)
+    ref, ref_cl = typiclust_select(cl.labels, score, budget, candidates=np.ones(300, bool), centers=np.zeros(300, bool))
+    assert sel.indices.tolist() == ref.tolist()
+    assert sel.columns["cluster"].tolist() == ref_cl.tolist()
+    assert len(set(ref_cl.tolist())) == budget  # one image per cluster
+    # not typicality's picks, and a different seed draws different members of the same clusters
+    assert sel.indices.tolist() != select(pool, _cfg("typicality", seed=seed), budget, device=CPU).indices.tolist()
+    other = select(pool, _cfg("auto", seed=seed + 1), budget, device=CPU)
+    assert other.indices.tolist() != sel.indices.tolist()
