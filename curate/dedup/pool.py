@@ -9,7 +9,7 @@ vector rows by searchsorted on the sorted ids: a few hundred bytes per point in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +81,9 @@ class Pool:
     node_of_row: np.ndarray  # vector row -> index into ids
     failed: np.ndarray | None = None  # True where the image failed to decode or embed
     relpaths: np.ndarray | None = None  # what "first" orders by and names show (None: `paths`)
+    # vector rows -> their fp32 vectors, read from the store (set when `vectors` is fp16): the greedy
+    # re-scores pairs near the cut with them (curate.dedup.linkage.Judge)
+    fp32_rows: Callable[[np.ndarray], np.ndarray] | None = None
 
     def name(self, node: int) -> str:
         """Short display name: the relative path (what "first" orders by)."""
@@ -174,4 +177,9 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
     if vectors is not None:
         failed |= pool.info.vec_row < 0  # no vector for this encoder: it failed to embed
     pool.failed = failed
+    if vectors is not None and vectors.dtype == np.float16:
+        def fp32_rows(rows: np.ndarray) -> np.ndarray:
+            return store.get_vectors(collection, encoder, pool.ids[pool.node_of_row[rows]].tolist())
+
+        pool.fp32_rows = fp32_rows
     return pool

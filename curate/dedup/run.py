@@ -21,7 +21,7 @@ from curate.dedup.candidates import CANDIDATE_FLOOR, CANDIDATES, THUMB_FLOOR, kn
 from curate.dedup.cut import MAX_SHARE, RELATIVE, CutChoice, derive_cut
 from curate.dedup.exact import exact_edges, present
 from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of, priority_order
-from curate.dedup.linkage import LINKAGES, complete_groups, edge_groups, star_groups
+from curate.dedup.linkage import LINKAGES, Rescore, complete_groups, edge_groups, star_groups
 from curate.dedup.near import (
     DEFAULT_THRESHOLD,
     NeighbourSample,
@@ -142,7 +142,7 @@ def find_groups(
     if linkage not in LINKAGES:
         raise ValueError(f"--linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
     if center and pool.vectors is not None and len(pool.vectors) >= 2:
-        pool = dataclasses.replace(pool, vectors=centered(pool.vectors))
+        pool = dataclasses.replace(pool, vectors=centered(pool.vectors), fp32_rows=None)
     if keep not in KEEP_POLICIES:
         raise ValueError(f"--keep {keep!r}: use one of {', '.join(KEEP_POLICIES)}")
     if threshold is not None:
@@ -249,20 +249,14 @@ def _greedy_groups(
         rank_of_row[rep_rows] = np.arange(len(reps))
         rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
     tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
-    saved = pool.node_of_row, pool.info
-    perm = _reps_first(pool, rep_rows)  # the greedy reads reps in priority order: a view, not a second matrix
-    try:
-        rep_vec = pool.vectors[: len(reps)]
-        if pairs is not None and rank_subsets is not None:  # pairs and rank_of_row name the rows before the reorder
-            leader = ray_dedup.groups_from_pairs(linkage, rep_vec, threshold, rank_subsets,
-                                                 ray_dedup.renumber(pairs, rank_of_row), device=device)
-        else:
-            fn = star_groups if linkage == "star" else complete_groups
-            leader = fn(rep_vec, threshold, subsets=rank_subsets, device=device, **tile_kw)
-    finally:  # the caller's pool comes back as it was: a second find_groups on it must see the same rows
-        if perm is not None:
-            permute_rows(pool.vectors, np.argsort(perm))
-            pool.node_of_row, pool.info = saved
+    # the greedy reads reps in priority order through `order=rep_rows`: no reordered copy of the matrix
+    if pairs is not None and rank_subsets is not None:  # pairs name the rows: renumbered to ranks
+        leader = ray_dedup.groups_from_pairs(linkage, vec, threshold, rank_subsets,
+                                             ray_dedup.renumber(pairs, rank_of_row), device=device, order=rep_rows)
+    else:
+        fn = star_groups if linkage == "star" else complete_groups
+        leader = fn(vec, threshold, subsets=rank_subsets, order=rep_rows, rescore=_rescorer(pool, rep_rows),
+                    device=device, **tile_kw)
     return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
 
 
@@ -347,41 +341,23 @@ def _verified_groups(
     return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
 
 
-def _reps_first(pool: Pool, rep_rows: np.ndarray) -> np.ndarray | None:
-    """Reorder the pool's vector rows in place so rows `rep_rows` come first, in that order (the rest
-    after them), and update the row <-> point maps to match. Out of core: `vectors[rep_rows]` was a
-    second pool-sized matrix; this moves rows by following the permutation's cycles with one row
-    of scratch. Returns the permutation (None when the rows were already in that order)."""
+def _rescorer(pool: Pool, rep_rows: np.ndarray) -> Rescore | None:
+    """fp32 cosines of (rank, rank) pairs for the greedy's pairs near the cut when it computes in
+    fp16: from the pool's matrix when that is fp32 (GPU storage), else from the store's fp32 rows
+    (`pool.fp32_rows`, only the few rows asked for). None: no fp32 rows to read."""
     assert pool.vectors is not None
-    n = len(pool.vectors)
-    perm = np.concatenate([rep_rows, np.setdiff1d(np.arange(n), rep_rows, assume_unique=True)])
-    if np.array_equal(perm, np.arange(n)):
+    fetch = pool.fp32_rows if pool.vectors.dtype == np.float16 else (lambda r: pool.vectors[r])  # type: ignore[index]
+    if fetch is None:
         return None
-    permute_rows(pool.vectors, perm)
-    pool.node_of_row = pool.node_of_row[perm]
-    vec_row = np.full(len(pool.info.vec_row), -1, dtype=np.int64)
-    vec_row[pool.node_of_row] = np.arange(n)
-    pool.info = dataclasses.replace(pool.info, vec_row=vec_row)  # a new object: a caller's copy keeps its own
-    return perm  # the caller undoes it with permute_rows(vectors, argsort(perm))
 
+    def rescore(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ra, rb = rep_rows[a], rep_rows[b]
+        rows = np.unique(np.concatenate([ra, rb]))
+        v = _unit_rows(np.asarray(fetch(rows)))
+        va, vb = v[np.searchsorted(rows, ra)], v[np.searchsorted(rows, rb)]
+        return np.einsum("ij,ij->i", va, vb)
 
-def permute_rows(a: np.ndarray, perm: np.ndarray) -> None:
-    """a[:] = a[perm] in place (O(1) extra rows): each cycle of the permutation is rotated once."""
-    done = np.zeros(len(perm), dtype=bool)
-    done[perm == np.arange(len(perm))] = True
-    for start in np.flatnonzero(~done):
-        if done[start]:
-            continue
-        tmp = a[start].copy()
-        i = start
-        while True:
-            j = int(perm[i])
-            done[i] = True
-            if j == start:
-                a[i] = tmp
-                break
-            a[i] = a[j]
-            i = j
+    return rescore
 
 
 def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,
