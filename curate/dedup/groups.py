@@ -66,12 +66,14 @@ class Components:
 
 def groups_of(labels: np.ndarray, min_size: int = 2) -> list[np.ndarray]:
     """Member indices of every component with at least `min_size` nodes, each sorted ascending,
-    groups ordered by their smallest member (deterministic for a given input order)."""
+    groups ordered by their smallest member (deterministic for a given input order). Only those
+    components become arrays: at 10M points, one array per singleton was ~1 GiB and a minute."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
-    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
-    parts = [p for p in np.split(order, cuts) if len(p) >= min_size]
-    parts = [np.sort(p) for p in parts]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else order
+    ends = np.r_[starts[1:], len(order)]
+    big = np.flatnonzero(ends - starts >= min_size)
+    parts = [np.sort(order[starts[k] : ends[k]]) for k in big]
     parts.sort(key=lambda p: int(p[0]))
     return parts
 

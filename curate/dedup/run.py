@@ -421,16 +421,21 @@ def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[
     keep = ~_in_table(pool, result.table.filter(~pl.col("kept"))["id"])
     if pool.failed is not None:
         keep &= ~pool.failed
-    keep_df = pl.DataFrame(
-        {"id": pool.ids[keep].tolist(), "path": pool.paths[keep].tolist()},
-        schema={"id": pl.String, "path": pl.String},
-    )
     remove_df = result.table.filter(~pl.col("kept")).select("id", "path", "group", "similarity", "match")
     files = [out / "dedup_groups.parquet", out / "dedup_keep.csv", out / "dedup_remove.csv"]
     write_atomic(files[0], result.table.write_parquet)
-    write_atomic(files[1], keep_df.write_csv)
+    write_atomic(files[1], lambda tmp: _write_keep_csv(tmp, pool, np.flatnonzero(keep)))
     write_atomic(files[2], remove_df.write_csv)
     return [str(f) for f in files]
+
+
+def _write_keep_csv(path: Path, pool: Pool, keep: np.ndarray, block: int = 1 << 20) -> None:
+    """id,path of the kept points, a block of rows at a time (a 10M-row list of strings is ~1 GiB)."""
+    with open(path, "wb") as f:
+        for s in range(0, max(len(keep), 1), block):
+            rows = keep[s : s + block]
+            pl.DataFrame({"id": pool.ids[rows].tolist(), "path": pool.paths[rows].tolist()},
+                         schema={"id": pl.String, "path": pl.String}).write_csv(f, include_header=s == 0)
 
 
 def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool) -> None:
@@ -529,6 +534,7 @@ def run_dedup(
         result.verify_note = note
         if not force and ns is not None and choice is not None and result.near_share > MAX_SHARE:
             raise TooManyDuplicates(result, ns, choice)
+    pool.vectors = pool.fp32_rows = None  # groups found: the matrix goes before the outputs are built
     if out_dir is not None:
         result.files = write_outputs(result, pool, out_dir)
     if write_tags:
