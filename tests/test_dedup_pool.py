@@ -85,7 +85,9 @@ def test_columnar_pool_equals_the_dict_read(tmp_path, kind, where, monkeypatch) 
     assert pool.ids.tolist() == ref["ids"]
     assert pool.relpaths.tolist() == ref["rel"] and [pool.name(k) for k in range(len(ref["ids"]))] == ref["rel"]
     assert pool.paths.tolist() == ref["paths"]
-    assert [h or None for h in pool.hashes.tolist()] == [h or None for h in ref["hashes"]]
+    assert pool.hashes.dtype == "S33"  # 64-hex sha256: held as digests
+    assert [h[1:].ljust(32, b"\0").hex() if h else None for h in pool.hashes.tolist()] == \
+        [h or None for h in ref["hashes"]]
     assert pool.info.area.tolist() == ref["area"] and pool.info.nbytes.tolist() == ref["nbytes"]
     assert pool.failed.tolist() == ref["failed"] and pool.failed.sum() >= 2
     assert np.argsort(pool.info.first_rank).tolist() == ref["order"]
@@ -93,8 +95,17 @@ def test_columnar_pool_equals_the_dict_read(tmp_path, kind, where, monkeypatch) 
     assert pool.info.vec_row.tolist() == ref["vec_row"].tolist()
     assert np.array_equal(pool.vectors, ref["vectors"])
     a, b = exact_edges(pool.hashes)
-    ra, rb = exact_edges(ref["hashes"])  # small input: the same function is checked by brute force below
+    ra, rb = exact_edges(ref["hashes"])  # strings; the function is checked by brute force below
     assert a.tolist() == ra.tolist() and b.tolist() == rb.tolist() and len(a) > 0
+
+
+def test_digest_and_other_hashes_in_one_scan() -> None:
+    from curate.dedup.pool import _concat, hash_column
+
+    a, b = hash_column(["0" * 64, None, "f" * 64]), hash_column(["h1", "0" * 64])
+    assert a.dtype == "S33" and b.dtype.kind == "T"
+    assert _concat([a, b]).tolist() == ["0" * 64, None, "f" * 64, "h1", "0" * 64]
+    assert exact_edges(_concat([a, b]))[1].tolist() == [4] and exact_edges(a)[0].tolist() == []
 
 
 def test_exact_edges_equal_a_dict_per_hash() -> None:

@@ -16,11 +16,12 @@ def exact_edges(hashes: Sequence[str | None] | np.ndarray) -> tuple[np.ndarray, 
     """Edges (first index of a hash, every later index with the same hash); points without a hash
     have no exact duplicates. Returns two int64 arrays (sorted by the later index); a star per hash
     is enough for union-find. Vectorized (one stable sort of the hashes): no dict per point."""
-    h = np.asarray(hashes, dtype=StringDType(na_object=None))
+    h = hashes if isinstance(hashes, np.ndarray) and hashes.dtype.kind == "S" else \
+        np.asarray(hashes, dtype=StringDType(na_object=None))
     idx = np.flatnonzero(present(h))
     if len(idx) < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    vals = h[idx].astype(StringDType())
+    vals = h[idx] if h.dtype.kind == "S" else h[idx].astype(StringDType())
     order = np.argsort(vals, kind="stable")  # equal hashes: ascending index
     sv = vals[order]
     new = np.ones(len(sv), dtype=bool)
@@ -33,5 +34,7 @@ def exact_edges(hashes: Sequence[str | None] | np.ndarray) -> tuple[np.ndarray, 
 
 
 def present(h: np.ndarray) -> np.ndarray:
-    """True where a hash is given and not empty (StringDType with None for missing)."""
+    """True where a hash is given: not None / "" (StringDType), not b"" (raw digests, curate.dedup.pool)."""
+    if h.dtype.kind == "S":
+        return h != b""
     return ~np.equal(h, None) & (h != "")
