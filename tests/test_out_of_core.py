@@ -172,6 +172,27 @@ def test_dedup_fp16_rescores_pairs_near_the_cut(tmp_path, monkeypatch, mode):
     assert not flipped.equals(ref)
 
 
+@pytest.mark.parametrize("where", [None, [Condition("sha256", "!=", f"{3:064x}")]])
+def test_columnar_resident_read_equals_load_resident(pool_store, monkeypatch, where):
+    from curate.store.columnar import load_resident_columnar
+
+    path, ids, _ = pool_store
+    monkeypatch.setenv("CURATE_RESIDENT_DTYPE", "float16")
+    with open_store(str(path)) as st:
+        ref_ids, ref = load_resident(st, "pool", "enc", where)
+        opened = []
+        monkeypatch.setattr(st, "_vectors", lambda *a, **k: opened.append(a) or pytest.fail("shard opened"))
+        if where is None:  # sealed cache: ids straight from its 16-byte UUIDs, the shard stays closed
+            got_ids, got = load_resident_columnar(st, "pool", "enc", where)
+            assert got_ids.dtype.kind == "T" and not opened
+        else:
+            monkeypatch.undo()
+            monkeypatch.setenv("CURATE_RESIDENT_DTYPE", "float16")
+            got_ids, got = load_resident_columnar(st, "pool", "enc", where)
+    assert got_ids.tolist() == ref_ids and len(ref_ids) == len(ids) - (where is not None)
+    assert got.dtype == np.float16 and np.array_equal(got, ref)
+
+
 def test_slice_example_fp16_equals_fp32(pool_store, monkeypatch):
     path, _, _ = pool_store
     got = {}

@@ -9,7 +9,6 @@ vector rows by searchsorted on the sorted ids: a few hundred bytes per point in 
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from numpy.dtypes import StringDType
 
 from curate.dedup.groups import PointInfo
 from curate.store import Condition, Store
-from curate.store.resident import load_resident
+from curate.store.columnar import give_back_freed, load_resident_columnar
 
 TEXT = StringDType()
 MAYBE_TEXT = StringDType(na_object=None)  # sha256 may be missing: None, not ""
@@ -182,16 +181,6 @@ def scan_columns(store: Store, collection: str, where: list[Condition] | None = 
     return cols
 
 
-def give_back_freed() -> None:
-    """Return freed heap memory to the OS (glibc malloc_trim; a no-op elsewhere). The scan frees one
-    small block per string and per payload dict; glibc keeps them (~0.3 GiB per 1M points here),
-    and the pool matrix allocated next cannot reuse them."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def load_pool(store: Store, collection: str, encoder: str | None, where: list[Condition] | None = None) -> Pool:
     """Payload of every point matching `where` plus the encoder's vectors (None: exact only)."""
     cols = scan_columns(store, collection, where)
@@ -202,9 +191,7 @@ def load_pool(store: Store, collection: str, encoder: str | None, where: list[Co
     vectors = None
     vector_ids: np.ndarray | None = None
     if encoder is not None:
-        vid_list, vectors = load_resident(store, collection, encoder, where or None)
-        vector_ids = text_column(vid_list)
-        del vid_list
+        vector_ids, vectors = load_resident_columnar(store, collection, encoder, where or None)
         _, found = positions(ids, vector_ids)
         if not found.all():  # points added mid-read
             vector_ids, vectors = vector_ids[found], vectors[found]
