@@ -60,7 +60,8 @@ class Judge:
         hit = sims >= self.cut - FP16_MARGIN
         if not bool(hit.any()):
             return hit
-        idx = torch.nonzero(hit & (sims <= self.cut + FP16_MARGIN))
+        idx = torch.nonzero(hit)  # few: the tile's entries near or above the cut
+        idx = idx[sims[idx[:, 0], idx[:, 1]] <= self.cut + FP16_MARGIN]
         if len(idx):
             i, j = idx[:, 0].cpu().numpy(), idx[:, 1].cpu().numpy()
             ok = np.asarray(self.rescore(ra[i], rb[j])) >= self.cut
