@@ -117,3 +117,21 @@ def test_clustered_mode_keeps_the_star_property() -> None:
     pos = {pid: k for k, pid in enumerate(ids)}
     for g, pid in many.table.select("group", "id").iter_rows():
         assert s[pos[g], pos[pid]] >= 0.95 - 1e-6
+
+
+@pytest.mark.parametrize("local_bytes", [0, 1 << 30])  # subsets read in place / gathered once
+@pytest.mark.parametrize("fn", [star_groups, complete_groups])
+def test_order_reads_ranks_through_the_matrix_without_reordering_it(fn, local_bytes, monkeypatch) -> None:
+    from curate.dedup import linkage
+
+    monkeypatch.setattr(linkage, "LOCAL_BYTES", local_bytes)
+    x = _chained(n_chains=8, seed=4)
+    perm = np.random.default_rng(0).permutation(len(x))
+    subsets = [np.arange(0, 40), np.arange(30, len(x))]
+    for dtype in (np.float32, np.float16):
+        before = x.astype(dtype)
+        held = before.copy()
+        got = fn(held, 0.93, order=perm, subsets=subsets, device="cpu", tile=5, cols=7)
+        assert np.array_equal(held, before)  # the matrix is not touched
+        assert np.array_equal(got, fn(before[perm], 0.93, subsets=subsets, device="cpu", tile=5, cols=7))
+    assert np.array_equal(fn(x, 0.93, order=perm, device="cpu"), brute_force_groups(x[perm], 0.93, fn.__name__[:-7]))

@@ -129,6 +129,70 @@ def test_dedup_clustered_fp16_groups_equal_fp32(pool_store, monkeypatch):
     assert tables["float16"].equals(tables["float32"])
 
 
+def _near_cut_pairs(n_pairs: int, cut: float, d: int = 64, seed: int = 0) -> np.ndarray:
+    """Random unit rows, each with a partner at cosine cut +- 1e-5..1.5e-4 (fp32-exact to ~1e-7):
+    fp16 rounding (~1e-4 on a cosine at d=64) puts many of them on the other side of the cut."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_pairs, d))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    u = rng.standard_normal((n_pairs, d))
+    u -= (u * base).sum(1, keepdims=True) * base
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    cos = cut + rng.choice([-1, 1], n_pairs) * rng.uniform(1e-5, 1.5e-4, n_pairs)
+    partner = cos[:, None] * base + np.sqrt(1 - cos**2)[:, None] * u
+    return np.concatenate([base, partner]).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["exact", "clustered"])
+def test_dedup_fp16_rescores_pairs_near_the_cut(tmp_path, monkeypatch, mode):
+    x = _near_cut_pairs(150, 0.98)
+    rng = np.random.default_rng(2)
+    ids = [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(len(x))]
+    with open_store(str(tmp_path / "s")) as s:
+        s.ensure_collection("pool")
+        s.ensure_encoder("pool", "enc", {"dim": x.shape[1]})
+        s.upsert_points("pool", ids, [{"path": f"/p/{i:05d}.jpg"} for i in range(len(x))])
+        s.upsert_vectors("pool", "enc", ids, x)
+
+    def groups(dtype: str) -> tuple[object, int]:
+        monkeypatch.setenv("CURATE_RESIDENT_DTYPE", dtype)
+        with open_store(str(tmp_path / "s")) as st:
+            res = run_dedup(st, "pool", "enc", None, threshold=0.98, write_tags=False, force=True, verify="off",
+                            mode=mode, n_clusters=4, device="cpu")
+        return res.table.select("id", "group", "kept").sort("id"), res.n_groups
+
+    ref, n_ref = groups("float32")
+    assert 40 < n_ref < 110  # about half the planted pairs are above the cut in fp32
+    got, _ = groups("float16")
+    assert got.equals(ref)
+    from curate.dedup import run
+
+    monkeypatch.setattr(run, "_rescorer", lambda pool, rows: None)  # fp16 as it is: pairs flip
+    flipped, _ = groups("float16")
+    assert not flipped.equals(ref)
+
+
+@pytest.mark.parametrize("where", [None, [Condition("sha256", "!=", f"{3:064x}")]])
+def test_columnar_resident_read_equals_load_resident(pool_store, monkeypatch, where):
+    from curate.store.columnar import load_resident_columnar
+
+    path, ids, _ = pool_store
+    monkeypatch.setenv("CURATE_RESIDENT_DTYPE", "float16")
+    with open_store(str(path)) as st:
+        ref_ids, ref = load_resident(st, "pool", "enc", where)
+        opened = []
+        monkeypatch.setattr(st, "_vectors", lambda *a, **k: opened.append(a) or pytest.fail("shard opened"))
+        if where is None:  # sealed cache: ids straight from its 16-byte UUIDs, the shard stays closed
+            got_ids, got = load_resident_columnar(st, "pool", "enc", where)
+            assert got_ids.dtype.kind == "T" and not opened
+        else:
+            monkeypatch.undo()
+            monkeypatch.setenv("CURATE_RESIDENT_DTYPE", "float16")
+            got_ids, got = load_resident_columnar(st, "pool", "enc", where)
+    assert got_ids.tolist() == ref_ids and len(ref_ids) == len(ids) - (where is not None)
+    assert got.dtype == np.float16 and np.array_equal(got, ref)
+
+
 def test_slice_example_fp16_equals_fp32(pool_store, monkeypatch):
     path, _, _ = pool_store
     got = {}

@@ -66,12 +66,14 @@ class Components:
 
 def groups_of(labels: np.ndarray, min_size: int = 2) -> list[np.ndarray]:
     """Member indices of every component with at least `min_size` nodes, each sorted ascending,
-    groups ordered by their smallest member (deterministic for a given input order)."""
+    groups ordered by their smallest member (deterministic for a given input order). Only those
+    components become arrays: at 10M points, one array per singleton was ~1 GiB and a minute."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
-    cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
-    parts = [p for p in np.split(order, cuts) if len(p) >= min_size]
-    parts = [np.sort(p) for p in parts]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else order
+    ends = np.r_[starts[1:], len(order)]
+    big = np.flatnonzero(ends - starts >= min_size)
+    parts = [np.sort(order[starts[k] : ends[k]]) for k in big]
     parts.sort(key=lambda p: int(p[0]))
     return parts
 
@@ -80,7 +82,7 @@ def groups_of(labels: np.ndarray, min_size: int = 2) -> list[np.ndarray]:
 class PointInfo:
     """What the keep policies look at, one entry per point (aligned arrays)."""
 
-    order_key: list[str]  # "first" = smallest of these (relative path, then id)
+    first_rank: np.ndarray  # rank in "first" order (relative path, then id): smallest first
     area: np.ndarray  # width * height in pixels (0 when unknown)
     nbytes: np.ndarray  # file size (0 when unknown)
     vec_row: np.ndarray  # row in the vector matrix, -1 for points without a vector
@@ -99,8 +101,7 @@ def choose_keeper(members: np.ndarray, policy: str, info: PointInfo, vectors: np
     usable = members[info.vec_row[members] >= 0]
     if 0 < len(usable) < len(members):  # never keep an image that failed to embed over one that did
         members = usable
-    first_rank = np.array([info.order_key[m] for m in members], dtype=object)
-    by_first = sorted(range(len(members)), key=lambda t: first_rank[t])
+    by_first = np.argsort(info.first_rank[members], kind="stable").tolist()
     if policy == "first":
         return int(members[by_first[0]])
     if policy == "largest":
@@ -128,9 +129,7 @@ def priority_order(info: PointInfo, keep: str, degree: np.ndarray | None = None)
     (`degree`, neighbours at or above the cut) first, the centre of the star."""
     if keep not in KEEP_POLICIES:
         raise ValueError(f"--keep {keep!r}: use one of {', '.join(KEEP_POLICIES)}")
-    n = len(info.order_key)
-    first_rank = np.empty(n, dtype=np.int64)
-    first_rank[sorted(range(n), key=info.order_key.__getitem__)] = np.arange(n)
+    first_rank = info.first_rank
     no_vec = (info.vec_row < 0).astype(np.int8)
     if keep == "largest":
         keys: tuple[np.ndarray, ...] = (first_rank, -info.nbytes, -info.area, no_vec)

@@ -8,12 +8,17 @@ not-yet-grouped image at cosine >= cut *to itself*. So every member is within th
 image, and each image joins the first keeper (in priority order) it is close to. `complete` adds a
 member only if it is within the cut of every member already in the group (cliques).
 
-Rows are given in priority order (row 0 first). Memory: one (tile x columns) block of similarities,
-never the pair list: keepers of a tile of rows are decided inside the tile, then they absorb the
-later rows chunk by chunk (first keeper wins), so the result equals the sequential greedy exactly.
+Rows are visited in priority order (rank 0 first; `order` maps ranks to matrix rows). Memory: one
+(tile x columns) block of similarities, never the pair list: keepers of a tile of rows are decided
+inside the tile, then they absorb the later rows chunk by chunk (first keeper wins), so the result
+equals the sequential greedy exactly. Each cluster subset's rows are gathered once (upcast to fp32
+once on the CPU when the matrix is fp16). With an fp16 matrix, pairs within FP16_MARGIN of the cut
+are re-scored from fp32 rows (`Judge`), so the groups are those of an fp32 run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,6 +28,12 @@ from curate.kernels import _Tiles, as_unit_rows
 
 LINKAGES = ("star", "complete", "single")
 UNASSIGNED = -1
+# fp16 rounds each unit-vector component by at most u = 2^-11 relative, so a cosine of two fp16 rows
+# is within 2u |x||y| ~ 9.8e-4 of the fp32 one (plus ~1e-6 of fp32 GEMM rounding): twice that margin.
+FP16_MARGIN = 2e-3
+LOCAL_BYTES = 256 << 20  # a subset up to this much fp32 is gathered (and upcast) once, not per tile
+
+Rescore = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ranks a, ranks b) -> fp32 cosines
 
 
 def _prepare(vectors: np.ndarray, device: str | torch.device | None) -> tuple[torch.Tensor, torch.device]:
@@ -30,40 +41,91 @@ def _prepare(vectors: np.ndarray, device: str | torch.device | None) -> tuple[to
     return as_unit_rows(vectors, dev, storage_dtype(dev)), dev
 
 
+class Judge:
+    """"At or above the cut" for a tile of similarities between ranks `ra` (rows) and `rb` (columns).
+
+    With fp16 rows (the out-of-core matrix, or the GPU's storage) a pair within FP16_MARGIN of the
+    cut can fall on the wrong side; given `rescore` (fp32 cosines from fp32 rows), exactly those
+    pairs are decided on fp32, so the greedy sees what an fp32 run sees. Only the tile's entries at
+    or above cut - margin are looked at one by one (few: duplicates are rare among all pairs)."""
+
+    def __init__(self, cut: float, rescore: Rescore | None, dtype: torch.dtype) -> None:
+        self.cut = float(cut)
+        self.rescore = rescore if dtype == torch.float16 else None
+        self.rescored = 0  # pairs decided on fp32 rows
+
+    def __call__(self, sims: torch.Tensor, ra: np.ndarray, rb: np.ndarray) -> torch.Tensor:
+        if self.rescore is None:
+            return sims >= self.cut
+        hit = sims >= self.cut - FP16_MARGIN
+        if not bool(hit.any()):
+            return hit
+        idx = torch.nonzero(hit)  # few: the tile's entries near or above the cut
+        idx = idx[sims[idx[:, 0], idx[:, 1]] <= self.cut + FP16_MARGIN]
+        if len(idx):
+            i, j = idx[:, 0].cpu().numpy(), idx[:, 1].cpu().numpy()
+            ok = np.asarray(self.rescore(ra[i], rb[j])) >= self.cut
+            self.rescored += len(i)
+            hit[idx[:, 0], idx[:, 1]] = torch.from_numpy(ok).to(hit.device)
+        return hit
+
+
+def _subset_source(x: torch.Tensor, rows: np.ndarray, order: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
+    """(matrix, positions of `rows` in it). A subset that fits LOCAL_BYTES is gathered once (fp32
+    on the CPU: fp16 tiles would be upcast again for every band); a larger one is read in place."""
+    phys = rows if order is None else order[rows]
+    if len(rows) * x.shape[1] * 4 > LOCAL_BYTES:
+        return x, phys
+    xs = x[torch.from_numpy(phys).to(x.device)]
+    if xs.device.type == "cpu" and xs.dtype == torch.float16:
+        xs = xs.float()
+    return xs, np.arange(len(rows))
+
+
+def _take(src: torch.Tensor, pos: np.ndarray) -> torch.Tensor:
+    return src[torch.from_numpy(pos).to(src.device)]
+
+
 def star_groups(
     vectors: np.ndarray,
     cut: float,
     *,
     subsets: list[np.ndarray] | None = None,
+    order: np.ndarray | None = None,
+    rescore: Rescore | None = None,
     device: str | torch.device | None = None,
     tile: int = 512,
     cols: int = 16384,
 ) -> np.ndarray:
-    """Keeper row of every row (a keeper is its own keeper). `vectors` are in priority order.
+    """Keeper rank of every rank (a keeper is its own keeper). Ranks are the priority order: rank r
+    is row `order[r]` of `vectors` (default: row r), so the caller never reorders the matrix.
 
-    `subsets` (clustered mode): compare rows only inside each subset (sorted row indices), visited
-    in turn with one shared assignment; a row grouped in an earlier subset keeps its group, and a
-    keeper from an earlier subset goes on absorbing rows in later ones. Without subsets: one subset
-    of all rows, which is the exact greedy."""
+    `subsets` (clustered mode): compare ranks only inside each subset (sorted ranks), visited in
+    turn with one shared assignment; a rank grouped in an earlier subset keeps its group, and a
+    keeper from an earlier subset goes on absorbing ranks in later ones. Without subsets: one
+    subset of all ranks, which is the exact greedy. `rescore`: see `Judge`."""
     x, dev = _prepare(vectors, device)
-    n = x.shape[0]
+    n = x.shape[0] if order is None else len(order)
     leader = np.full(n, UNASSIGNED, dtype=np.int64)
     tiles = _Tiles(max(tile, 1), max(cols, tile), dev)
+    judge = Judge(cut, rescore, x.dtype)
     with torch.inference_mode():
         for rows in subsets if subsets is not None else [np.arange(n)]:
-            _star_subset(x, rows, cut, leader, tiles, tile, cols)
-    free = leader == UNASSIGNED  # rows in no subset are groups of their own
+            src, pos = _subset_source(x, rows, order)
+            _star_subset(src, pos, rows, judge, leader, tiles, tile, cols)
+    free = leader == UNASSIGNED  # ranks in no subset are groups of their own
     leader[free] = np.flatnonzero(free)
     return leader
 
 
-def _star_subset(x: torch.Tensor, rows: np.ndarray, cut: float, leader: np.ndarray, tiles: _Tiles,
-                 tile: int, cols: int) -> None:
+def _star_subset(src: torch.Tensor, pos: np.ndarray, rows: np.ndarray, judge: Judge, leader: np.ndarray,
+                 tiles: _Tiles, tile: int, cols: int) -> None:
+    """The greedy over ranks `rows`, whose vectors are `src[pos]`."""
     for t0 in range(0, len(rows), tile):
-        band = rows[t0 : t0 + tile]
-        xb = x[torch.from_numpy(band).to(x.device)]
+        band, bpos = rows[t0 : t0 + tile], pos[t0 : t0 + tile]
+        xb = _take(src, bpos)
         # inside the band: sequential, so a row absorbed by an earlier keeper of the band is skipped
-        sims = tiles(xb, xb).cpu().numpy() >= cut
+        sims = judge(tiles(xb, xb), band, band).cpu().numpy()
         for a, r in enumerate(band):
             if leader[r] == UNASSIGNED:
                 leader[r] = r
@@ -72,17 +134,19 @@ def _star_subset(x: torch.Tensor, rows: np.ndarray, cut: float, leader: np.ndarr
             later = band[a + 1 :]
             take = later[sims[a, a + 1 :] & (leader[later] == UNASSIGNED)]
             leader[take] = r
-        keepers = band[leader[band] == band]
-        if not len(keepers):
+        is_keeper = leader[band] == band
+        if not is_keeper.any():
             continue
-        xk = x[torch.from_numpy(keepers).to(x.device)]
-        rest = rows[t0 + tile :]
+        keepers = band[is_keeper]
+        xk = _take(src, bpos[is_keeper])
+        rest, rest_pos = rows[t0 + tile :], pos[t0 + tile :]
         for c0 in range(0, len(rest), cols):
             chunk = rest[c0 : c0 + cols]
-            free = chunk[leader[chunk] == UNASSIGNED]
-            if not len(free):
+            open_ = leader[chunk] == UNASSIGNED
+            if not open_.any():
                 continue
-            hit = tiles(xk, x[torch.from_numpy(free).to(x.device)]) >= cut
+            free = chunk[open_]
+            hit = judge(tiles(xk, _take(src, rest_pos[c0 : c0 + cols][open_])), keepers, free)
             got = hit.any(dim=0)
             if not bool(got.any()):
                 continue
@@ -96,6 +160,8 @@ def complete_groups(
     cut: float,
     *,
     subsets: list[np.ndarray] | None = None,
+    order: np.ndarray | None = None,
+    rescore: Rescore | None = None,
     device: str | torch.device | None = None,
     tile: int = 256,
     cols: int = 16384,
@@ -104,15 +170,16 @@ def complete_groups(
     every member already in it (candidates tried in priority order). A candidate left out stays
     free: a later keeper may take it, or it becomes a keeper itself."""
     x, dev = _prepare(vectors, device)
-    n = x.shape[0]
+    n = x.shape[0] if order is None else len(order)
     leader = np.full(n, UNASSIGNED, dtype=np.int64)
     members: dict[int, list[int]] = {}
     tiles = _Tiles(max(tile, 1), max(cols, tile), dev)
+    judge = Judge(cut, rescore, x.dtype)
     with torch.inference_mode():
         for rows in subsets if subsets is not None else [np.arange(n)]:
             for t0 in range(0, len(rows), tile):
                 band = rows[t0 : t0 + tile]
-                nbrs = _later_neighbours(x, band, rows[t0:], cut, tiles, cols)
+                nbrs = _later_neighbours(x, order, band, rows[t0:], judge, tiles, cols)
                 for a, r in enumerate(band):
                     if leader[r] == UNASSIGNED:
                         leader[r] = r
@@ -121,32 +188,36 @@ def complete_groups(
                         continue
                     cand = nbrs[a][leader[nbrs[a]] == UNASSIGNED]
                     if len(cand):
-                        _grow_clique(x, int(r), cand, cut, leader, members)
+                        _grow_clique(x, int(r), cand, judge, leader, members, order)
     free = leader == UNASSIGNED
     leader[free] = np.flatnonzero(free)
     return leader
 
 
-def _later_neighbours(x: torch.Tensor, band: np.ndarray, rows: np.ndarray, cut: float, tiles: _Tiles,
-                      cols: int) -> list[np.ndarray]:
-    """For each row of `band`, the rows of `rows` after it (higher index) at cosine >= cut, sorted."""
-    xb = x[torch.from_numpy(band).to(x.device)]
+def _rows(order: np.ndarray | None, ranks: np.ndarray) -> np.ndarray:
+    return ranks if order is None else order[ranks]
+
+
+def _later_neighbours(x: torch.Tensor, order: np.ndarray | None, band: np.ndarray, rows: np.ndarray, judge: Judge,
+                      tiles: _Tiles, cols: int) -> list[np.ndarray]:
+    """For each rank of `band`, the ranks of `rows` after it (higher) at cosine >= cut, sorted."""
+    xb = _take(x, _rows(order, band))
     found: list[list[np.ndarray]] = [[] for _ in band]
     for c0 in range(0, len(rows), cols):
         chunk = rows[c0 : c0 + cols]
-        hit = (tiles(xb, x[torch.from_numpy(chunk).to(x.device)]) >= cut).cpu().numpy()
+        hit = judge(tiles(xb, _take(x, _rows(order, chunk))), band, chunk).cpu().numpy()
         hit &= chunk[None, :] > band[:, None]
         for a in np.flatnonzero(hit.any(axis=1)):
             found[a].append(chunk[hit[a]])
     return [np.sort(np.concatenate(f)) if f else np.empty(0, np.int64) for f in found]
 
 
-def _grow_clique(x: torch.Tensor, keeper: int, cand: np.ndarray, cut: float, leader: np.ndarray,
-                 members: dict[int, list[int]]) -> None:
+def _grow_clique(x: torch.Tensor, keeper: int, cand: np.ndarray, judge: Judge, leader: np.ndarray,
+                 members: dict[int, list[int]], order: np.ndarray | None = None) -> None:
     cur = np.asarray(members[keeper], dtype=np.int64)
-    xc = x[torch.from_numpy(cand).to(x.device)].float()
-    ok = ((xc @ x[torch.from_numpy(cur).to(x.device)].float().T) >= cut).all(dim=1).cpu().numpy()
-    among = ((xc @ xc.T) >= cut).cpu().numpy()
+    xc = _take(x, _rows(order, cand)).float()
+    ok = judge(xc @ _take(x, _rows(order, cur)).float().T, cand, cur).all(dim=1).cpu().numpy()
+    among = judge(xc @ xc.T, cand, cand).cpu().numpy()
     for k in range(len(cand)):
         if ok[k]:
             leader[cand[k]] = keeper

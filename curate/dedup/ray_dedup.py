@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate.dedup.linkage import UNASSIGNED, _grow_clique, _prepare
+from curate.dedup.linkage import UNASSIGNED, Judge, _grow_clique, _prepare
 from curate.kernels import iter_pairs_above
 
 Pairs = tuple[np.ndarray, np.ndarray]  # (i, j) row indices, i < j
@@ -97,13 +97,15 @@ def _later_neighbours(i: np.ndarray, j: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def groups_from_pairs(linkage: str, vectors: np.ndarray, cut: float, subsets: list[np.ndarray],
-                      pairs: list[Pairs], device: Any = None) -> np.ndarray:
-    """Keeper row of every row, as `star_groups` / `complete_groups` with `subsets` give it, from
-    each subset's pairs above the cut (rows in priority order; see module doc)."""
-    n = len(vectors)
+                      pairs: list[Pairs], device: Any = None, order: np.ndarray | None = None) -> np.ndarray:
+    """Keeper rank of every rank, as `star_groups` / `complete_groups` with `subsets` give it, from
+    each subset's pairs above the cut (pairs and subsets in ranks, the priority order; rank r is
+    row `order[r]` of `vectors`, default row r; see module doc)."""
+    n = len(vectors) if order is None else len(order)
     leader = np.full(n, UNASSIGNED, dtype=np.int64)
     members: dict[int, list[int]] = {}
     x = _prepare(vectors, device)[0] if linkage == "complete" else None
+    judge = Judge(cut, None, torch.float32)
     with torch.inference_mode():
         for rows, (i, j) in zip(subsets, pairs, strict=True):
             later = _later_neighbours(i, j)
@@ -123,7 +125,7 @@ def groups_from_pairs(linkage: str, vectors: np.ndarray, cut: float, subsets: li
                     leader[cand] = r
                 else:
                     members.setdefault(r, [r])
-                    _grow_clique(x, r, cand, cut, leader, members)
+                    _grow_clique(x, r, cand, judge, leader, members, order)
             free = rows[leader[rows] == UNASSIGNED]
             leader[free] = free
             for r in free.tolist() if x is not None else ():

@@ -19,22 +19,22 @@ import torch
 
 from curate.dedup.candidates import CANDIDATE_FLOOR, CANDIDATES, THUMB_FLOOR, knn_pairs
 from curate.dedup.cut import MAX_SHARE, RELATIVE, CutChoice, derive_cut
-from curate.dedup.exact import exact_edges
-from curate.dedup.groups import KEEP_POLICIES, Components, PointInfo, choose_keeper, groups_of, priority_order
-from curate.dedup.linkage import LINKAGES, complete_groups, edge_groups, star_groups
+from curate.dedup.exact import exact_edges, present
+from curate.dedup.groups import KEEP_POLICIES, Components, choose_keeper, groups_of, priority_order
+from curate.dedup.linkage import LINKAGES, Rescore, complete_groups, edge_groups, star_groups
 from curate.dedup.near import (
     DEFAULT_THRESHOLD,
     NeighbourSample,
     add_near_edges,
     nearest_neighbour_sample,
 )
+from curate.dedup.pool import Pool, load_pool, lookup, text_column
 from curate.dedup.semdedup import cluster_subsets, clustered_near_edges
 from curate.dedup.verified import VERIFY_MODES, PairVerifier, Progress, VerifyStats, unreadable_paths
 from curate.device import pick_device
 from curate.files import write_atomic
 from curate.kernels import check_threshold, iter_pairs_above
 from curate.store import Condition, Store
-from curate.store.resident import load_resident
 
 MODES = ("auto", "exact", "clustered")
 # `auto` switches to clustered search above these pool sizes: exact all-pairs then costs more than
@@ -42,90 +42,6 @@ MODES = ("auto", "exact", "clustered")
 EXACT_LIMIT = {"cpu": 300_000, "cuda": 5_000_000}
 GROUP_FIELDS = ("dup_group", "is_duplicate")
 CUT_SAMPLE = 5000  # images whose nearest neighbour sets the default cut (its median is stable by then)
-
-
-@dataclass
-class Pool:
-    """The points dedup looks at, as aligned arrays (sorted by id)."""
-
-    ids: list[str]
-    paths: list[str]
-    hashes: list[str | None]
-    info: PointInfo
-    vectors: np.ndarray | None  # [n_vec, d] rows of points that have a vector
-    node_of_row: np.ndarray  # vector row -> index into ids
-    failed: np.ndarray | None = None  # True where the image failed to decode or embed
-
-    def name(self, node: int) -> str:
-        """Short display name: the relative path (what "first" orders by)."""
-        return self.info.order_key[node].split("\0", 1)[0]
-
-    @classmethod
-    def from_arrays(
-        cls,
-        ids: list[str],
-        *,
-        paths: list[str] | None = None,
-        hashes: list[str | None] | None = None,
-        area: np.ndarray | None = None,
-        nbytes: np.ndarray | None = None,
-        vectors: np.ndarray | None = None,
-        vector_ids: list[str] | None = None,
-    ) -> Pool:
-        n = len(ids)
-        paths = paths if paths is not None else list(ids)
-        pos = {pid: k for k, pid in enumerate(ids)}
-        vec_row = np.full(n, -1, dtype=np.int64)
-        node_of_row = np.empty(0, dtype=np.int64)
-        if vectors is not None:
-            vids = vector_ids if vector_ids is not None else list(ids)
-            node_of_row = np.array([pos[v] for v in vids], dtype=np.int64)
-            vec_row[node_of_row] = np.arange(len(vids))
-        info = PointInfo(
-            order_key=[f"{p}\0{i}" for p, i in zip(paths, ids, strict=True)],
-            area=np.zeros(n) if area is None else np.asarray(area, dtype=np.float64),
-            nbytes=np.zeros(n) if nbytes is None else np.asarray(nbytes, dtype=np.float64),
-            vec_row=vec_row,
-        )
-        return cls(ids, paths, hashes if hashes is not None else [None] * n, info, vectors, node_of_row)
-
-
-def load_pool(store: Store, collection: str, encoder: str | None, where: list[Condition] | None = None) -> Pool:
-    """Payload of every point matching `where` plus the encoder's vectors (None: exact only)."""
-    fields = ["path", "relpath", "sha256", "width", "height", "bytes", "failed"]
-    payload = store.payloads(collection, where or None, fields)
-    ids = sorted(payload)
-    if not ids:
-        raise ValueError(f"no points in {collection!r}" + (" match --where" if where else ""))
-    rel = [str(payload[i].get("relpath") or payload[i].get("path") or i) for i in ids]
-    area = np.array([float(payload[i].get("width") or 0) * float(payload[i].get("height") or 0) for i in ids])
-    nbytes = np.array([float(payload[i].get("bytes") or 0) for i in ids])
-    hashes = [payload[i].get("sha256") for i in ids]
-    paths = [str(payload[i].get("path") or r) for i, r in zip(ids, rel, strict=True)]
-    failed = np.array([bool(payload[i].get("failed")) for i in ids], dtype=bool)
-    del payload  # one dict per point: freed before the matrix is read, so the two never peak together
-    vectors = vector_ids = None
-    if encoder is not None:
-        vector_ids, vectors = load_resident(store, collection, encoder, where or None)
-        known = set(ids)
-        keep = [k for k, v in enumerate(vector_ids) if v in known]  # points added mid-read
-        del known
-        if len(keep) != len(vector_ids):
-            vector_ids, vectors = [vector_ids[k] for k in keep], vectors[keep]
-    pool = Pool.from_arrays(
-        ids,
-        paths=rel,
-        hashes=hashes,
-        area=area,
-        nbytes=nbytes,
-        vectors=vectors,
-        vector_ids=vector_ids,
-    )
-    pool.paths = paths
-    if vectors is not None:
-        failed |= pool.info.vec_row < 0  # no vector for this encoder: it failed to embed
-    pool.failed = failed
-    return pool
 
 
 @dataclass
@@ -226,7 +142,7 @@ def find_groups(
     if linkage not in LINKAGES:
         raise ValueError(f"--linkage {linkage!r}: use one of {', '.join(LINKAGES)}")
     if center and pool.vectors is not None and len(pool.vectors) >= 2:
-        pool = dataclasses.replace(pool, vectors=centered(pool.vectors))
+        pool = dataclasses.replace(pool, vectors=centered(pool.vectors), fp32_rows=None)
     if keep not in KEEP_POLICIES:
         raise ValueError(f"--keep {keep!r}: use one of {', '.join(KEEP_POLICIES)}")
     if threshold is not None:
@@ -333,20 +249,14 @@ def _greedy_groups(
         rank_of_row[rep_rows] = np.arange(len(reps))
         rank_subsets = [np.sort(r[r >= 0]) for r in (rank_of_row[s] for s in subsets)]
     tile_kw = {"tile": chunk, "cols": chunk} if chunk else {}
-    saved = pool.node_of_row, pool.info
-    perm = _reps_first(pool, rep_rows)  # the greedy reads reps in priority order: a view, not a second matrix
-    try:
-        rep_vec = pool.vectors[: len(reps)]
-        if pairs is not None and rank_subsets is not None:  # pairs and rank_of_row name the rows before the reorder
-            leader = ray_dedup.groups_from_pairs(linkage, rep_vec, threshold, rank_subsets,
-                                                 ray_dedup.renumber(pairs, rank_of_row), device=device)
-        else:
-            fn = star_groups if linkage == "star" else complete_groups
-            leader = fn(rep_vec, threshold, subsets=rank_subsets, device=device, **tile_kw)
-    finally:  # the caller's pool comes back as it was: a second find_groups on it must see the same rows
-        if perm is not None:
-            permute_rows(pool.vectors, np.argsort(perm))
-            pool.node_of_row, pool.info = saved
+    # the greedy reads reps in priority order through `order=rep_rows`: no reordered copy of the matrix
+    if pairs is not None and rank_subsets is not None:  # pairs name the rows: renumbered to ranks
+        leader = ray_dedup.groups_from_pairs(linkage, vec, threshold, rank_subsets,
+                                             ray_dedup.renumber(pairs, rank_of_row), device=device, order=rep_rows)
+    else:
+        fn = star_groups if linkage == "star" else complete_groups
+        leader = fn(vec, threshold, subsets=rank_subsets, order=rep_rows, rescore=_rescorer(pool, rep_rows),
+                    device=device, **tile_kw)
     return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
 
 
@@ -431,41 +341,23 @@ def _verified_groups(
     return _assemble(pool, hash_label, reps, leader, keep), int(np.sum(leader != np.arange(len(reps))))
 
 
-def _reps_first(pool: Pool, rep_rows: np.ndarray) -> np.ndarray | None:
-    """Reorder the pool's vector rows in place so rows `rep_rows` come first, in that order (the rest
-    after them), and update the row <-> point maps to match. Out of core: `vectors[rep_rows]` was a
-    second pool-sized matrix; this moves rows by following the permutation's cycles with one row
-    of scratch. Returns the permutation (None when the rows were already in that order)."""
+def _rescorer(pool: Pool, rep_rows: np.ndarray) -> Rescore | None:
+    """fp32 cosines of (rank, rank) pairs for the greedy's pairs near the cut when it computes in
+    fp16: from the pool's matrix when that is fp32 (GPU storage), else from the store's fp32 rows
+    (`pool.fp32_rows`, only the few rows asked for). None: no fp32 rows to read."""
     assert pool.vectors is not None
-    n = len(pool.vectors)
-    perm = np.concatenate([rep_rows, np.setdiff1d(np.arange(n), rep_rows, assume_unique=True)])
-    if np.array_equal(perm, np.arange(n)):
+    fetch = pool.fp32_rows if pool.vectors.dtype == np.float16 else (lambda r: pool.vectors[r])  # type: ignore[index]
+    if fetch is None:
         return None
-    permute_rows(pool.vectors, perm)
-    pool.node_of_row = pool.node_of_row[perm]
-    vec_row = np.full(len(pool.info.vec_row), -1, dtype=np.int64)
-    vec_row[pool.node_of_row] = np.arange(n)
-    pool.info = dataclasses.replace(pool.info, vec_row=vec_row)  # a new object: a caller's copy keeps its own
-    return perm  # the caller undoes it with permute_rows(vectors, argsort(perm))
 
+    def rescore(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ra, rb = rep_rows[a], rep_rows[b]
+        rows = np.unique(np.concatenate([ra, rb]))
+        v = _unit_rows(np.asarray(fetch(rows)))
+        va, vb = v[np.searchsorted(rows, ra)], v[np.searchsorted(rows, rb)]
+        return np.einsum("ij,ij->i", va, vb)
 
-def permute_rows(a: np.ndarray, perm: np.ndarray) -> None:
-    """a[:] = a[perm] in place (O(1) extra rows): each cycle of the permutation is rotated once."""
-    done = np.zeros(len(perm), dtype=bool)
-    done[perm == np.arange(len(perm))] = True
-    for start in np.flatnonzero(~done):
-        if done[start]:
-            continue
-        tmp = a[start].copy()
-        i = start
-        while True:
-            j = int(perm[i])
-            done[i] = True
-            if j == start:
-                a[i] = tmp
-                break
-            a[i] = a[j]
-            i = j
+    return rescore
 
 
 def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None, device: torch.device,
@@ -478,44 +370,42 @@ def _degree(vec: np.ndarray, threshold: float, subsets: list[np.ndarray] | None,
     return deg
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def _unit_rows(v: np.ndarray) -> np.ndarray:
     v = v.astype(np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def _group_table(pool: Pool, groups: list[tuple[int, np.ndarray]]) -> pl.DataFrame:
+def _group_table(pool: Pool, groups: list[tuple[int, np.ndarray]], block: int = 65536) -> pl.DataFrame:
     """Long table: one row per member with its group (the keeper's id), whether it is kept, its
     cosine to the keeper (1.0 for byte-identical copies; null when either has no vector) and how it
     matches the keeper (exact = same bytes, near = similar vectors, linked = no vector to compare,
-    in the group through another member's bytes)."""
-    cols: dict[str, list] = {k: [] for k in ("group", "group_size", "id", "path", "kept", "similarity", "match")}
-    for keeper, members in groups:
-        kh = pool.hashes[keeper]
-        krow = pool.info.vec_row[keeper]
-        kv = _unit(pool.vectors[krow]) if krow >= 0 and pool.vectors is not None else None
-        ordered = [keeper] + [int(m) for m in members if m != keeper]
-        for m in ordered:
-            same_bytes = bool(kh) and pool.hashes[m] == kh
-            row = pool.info.vec_row[m]
-            if same_bytes:
-                sim: float | None = 1.0
-            elif kv is not None and row >= 0 and pool.vectors is not None:
-                sim = float(np.dot(_unit(pool.vectors[row]), kv))
-            else:
-                sim = None
-            cols["group"].append(pool.ids[keeper])
-            cols["group_size"].append(len(members))
-            cols["id"].append(pool.ids[m])
-            cols["path"].append(pool.paths[m])
-            cols["kept"].append(m == keeper)
-            cols["similarity"].append(sim)
-            kind = "exact" if same_bytes else ("near" if sim is not None else "linked")
-            cols["match"].append("self" if m == keeper else kind)
+    in the group through another member's bytes). Built column-wise over all members at once."""
     schema = {
         "group": pl.String, "group_size": pl.Int64, "id": pl.String, "path": pl.String,
         "kept": pl.Boolean, "similarity": pl.Float32, "match": pl.String,
     }
-    df = pl.DataFrame(cols, schema=schema)
+    if not groups:
+        return pl.DataFrame(schema=schema)
+    member = np.concatenate([np.concatenate([[k], m[m != k]]) for k, m in groups]).astype(np.int64)
+    size = np.array([len(m) for _, m in groups], dtype=np.int64)
+    keeper = np.repeat(np.array([k for k, _ in groups], dtype=np.int64), size)
+    kh, mh = pool.hashes[keeper], pool.hashes[member]
+    same_bytes = present(kh) & (kh == mh)
+    sim = np.full(len(member), np.nan, dtype=np.float32)
+    if pool.vectors is not None:
+        rk, rm = pool.info.vec_row[keeper], pool.info.vec_row[member]
+        both = np.flatnonzero((rk >= 0) & (rm >= 0))
+        for s in range(0, len(both), block):  # fp32 rows of the members only, a block at a time
+            sel = both[s : s + block]
+            sim[sel] = np.einsum("ij,ij->i", _unit_rows(pool.vectors[rk[sel]]), _unit_rows(pool.vectors[rm[sel]]))
+    sim[same_bytes] = 1.0
+    kept = member == keeper
+    match = np.where(kept, "self", np.where(same_bytes, "exact", np.where(np.isnan(sim), "linked", "near")))
+    df = pl.DataFrame({
+        "group": pool.ids[keeper].tolist(), "group_size": np.repeat(size, size), "id": pool.ids[member].tolist(),
+        "path": pool.paths[member].tolist(), "kept": kept, "similarity": pl.Series(sim).fill_nan(None),
+        "match": match.tolist(),
+    }, schema=schema)
     return df.sort(["group_size", "group", "kept", "path"], descending=[True, False, True, False])
 
 
@@ -528,19 +418,24 @@ def write_outputs(result: DedupResult, pool: Pool, out_dir: str | Path) -> list[
     duplicates to drop, with their group and similarity)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    removed = set(result.remove_ids)
-    failed = pool.failed if pool.failed is not None else np.zeros(len(pool.ids), dtype=bool)
-    keep = [k for k, i in enumerate(pool.ids) if i not in removed and not failed[k]]
-    keep_df = pl.DataFrame(
-        {"id": [pool.ids[k] for k in keep], "path": [pool.paths[k] for k in keep]},
-        schema={"id": pl.String, "path": pl.String},
-    )
+    keep = ~_in_table(pool, result.table.filter(~pl.col("kept"))["id"])
+    if pool.failed is not None:
+        keep &= ~pool.failed
     remove_df = result.table.filter(~pl.col("kept")).select("id", "path", "group", "similarity", "match")
     files = [out / "dedup_groups.parquet", out / "dedup_keep.csv", out / "dedup_remove.csv"]
     write_atomic(files[0], result.table.write_parquet)
-    write_atomic(files[1], keep_df.write_csv)
+    write_atomic(files[1], lambda tmp: _write_keep_csv(tmp, pool, np.flatnonzero(keep)))
     write_atomic(files[2], remove_df.write_csv)
     return [str(f) for f in files]
+
+
+def _write_keep_csv(path: Path, pool: Pool, keep: np.ndarray, block: int = 1 << 20) -> None:
+    """id,path of the kept points, a block of rows at a time (a 10M-row list of strings is ~1 GiB)."""
+    with open(path, "wb") as f:
+        for s in range(0, max(len(keep), 1), block):
+            rows = keep[s : s + block]
+            pl.DataFrame({"id": pool.ids[rows].tolist(), "path": pool.paths[rows].tolist()},
+                         schema={"id": pl.String, "path": pl.String}).write_csv(f, include_header=s == 0)
 
 
 def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool) -> None:
@@ -551,10 +446,20 @@ def write_payload(store: Store, collection: str, result: DedupResult, pool: Pool
         items[pid] = {"dup_group": gid, "is_duplicate": not kept}
     if items:
         store.set_payloads(collection, items)
-    others = [i for i in pool.ids if i not in items]
-    if others:
-        store.set_payload(collection, others, {"dup_group": None, "is_duplicate": False})
+    others = np.flatnonzero(~_in_table(pool, result.table["id"]))
+    for s in range(0, len(others), 100_000):  # a block of id strings at a time
+        store.set_payload(collection, pool.ids[others[s : s + 100_000]].tolist(),
+                          {"dup_group": None, "is_duplicate": False})
     store.flush()
+
+
+def _in_table(pool: Pool, ids: pl.Series) -> np.ndarray:
+    """Mask over the pool's points: True for those whose id is in `ids` (ids of this pool)."""
+    mask = np.zeros(len(pool.ids), dtype=bool)
+    if len(ids):
+        pos, found = lookup(pool.ids, text_column(ids.to_list()))
+        mask[pos[found]] = True
+    return mask
 
 
 class TooManyDuplicates(ValueError):
@@ -629,6 +534,7 @@ def run_dedup(
         result.verify_note = note
         if not force and ns is not None and choice is not None and result.near_share > MAX_SHARE:
             raise TooManyDuplicates(result, ns, choice)
+    pool.vectors = pool.fp32_rows = None  # groups found: the matrix goes before the outputs are built
     if out_dir is not None:
         result.files = write_outputs(result, pool, out_dir)
     if write_tags:
@@ -653,7 +559,7 @@ def resolve_verify(verify: str, pool: Pool, threshold: float | None, *,
     with_vec = np.flatnonzero(pool.info.vec_row >= 0)
     rng = np.random.default_rng(0)
     pick = rng.choice(with_vec, size=min(VERIFY_CHECK, len(with_vec)), replace=False)
-    missing = unreadable_paths([pool.paths[k] for k in pick])
+    missing = unreadable_paths(pool.paths[pick].tolist())
     if missing:
         return False, (f"verification off: {len(missing)} of {len(pick)} checked image files cannot be read "
                        f"(e.g. {missing[0]}); near copies grouped by the cosine cut")
