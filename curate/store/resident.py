@@ -6,7 +6,9 @@ product is still computed in fp32, one row tile at a time (curate.kernels, curat
 so no full-size fp32 or normalized copy is ever made. What fp16 changes: each unit-vector
 component is rounded by up to 2^-11 relative, so a cosine moves by at most ~1e-3:
   - k-center picks are identical unless two candidates' distances are within ~1e-3 (near ties);
-  - a dedup pair within ~1e-3 of the cut can fall on the other side of it;
+  - dedup (star and complete linkage) re-scores pairs within 2e-3 of the cut from the stored fp32
+    vectors, so its groups equal an fp32 run's; `--linkage single`, `--engine ray` and the k-means
+    split itself still judge fp16 rows;
   - slice / map rankings can swap neighbours whose scores differ by less than that.
 Below the share (most pools) nothing changes: fp32, exact as before.
 `CURATE_RESIDENT_DTYPE=float16|float32` forces one (benchmarks and tests use it).
