@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_pool import embed_pixels
+from cli_pool import run_on as _run
 from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
@@ -45,14 +47,8 @@ def embedded(tmp_path_factory) -> tuple[Path, Path, dict[str, list[str]]]:
         )
         planted["bright"].append(f"bright{k}.png")
     store = root / "store"
-    res = runner.invoke(app, ["embed", str(img_dir), "--model", "pixels", "--workers", "0", "--store", str(store),
-                              "-c", "pool", "--quiet", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
+    embed_pixels(img_dir, store)
     return store, img_dir, planted
-
-
-def _run(store: Path, *args: str):  # noqa: ANN202
-    return runner.invoke(app, [*args, "--store", str(store), "-c", "pool", "--device", "cpu"])
 
 
 def test_dedup_end_to_end(embedded, tmp_path) -> None:

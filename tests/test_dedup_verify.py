@@ -17,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_pool import embed_pixels
+from cli_pool import run_on as _run
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
-from typer.testing import CliRunner
 
-from curate.cli import app
 from curate.decode import decode_image
 from curate.dedup import Pool, find_groups, knn_pairs, signature, verify_pair
 from curate.dedup.linkage import brute_force_on_matrix, edge_groups
 
-runner = CliRunner()
 KINDS = ("jpeg40", "resize50", "crop85", "bright", "rot5", "exif")
 
 
@@ -205,14 +204,8 @@ def pool(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     shutil.copy(img_dir / "p7.png", img_dir / "p7_bytes.png")
     planted["p7_bytes.png"] = "p7.png"
     store = root / "store"
-    res = runner.invoke(app, ["embed", str(img_dir), "--model", "pixels", "--workers", "0", "--store", str(store),
-                              "-c", "pool", "--quiet", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
+    embed_pixels(img_dir, store)
     return store, img_dir, planted
-
-
-def _run(store: Path, *args: str):  # noqa: ANN202
-    return runner.invoke(app, [*args, "--store", str(store), "-c", "pool", "--device", "cpu"])
 
 
 def test_cli_default_groups_each_copy_with_its_original(pool, tmp_path) -> None:
