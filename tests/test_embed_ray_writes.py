@@ -1,0 +1,153 @@
+"""`embed --engine ray` with a server store: the encoder actors write (curate.embed.write_batch) and
+the driver gets no vectors; with the embedded store the driver writes, as before.
+
+No Qdrant server runs here, so the server is qdrant-client's local mode on a folder: one process at a
+time (a file lock), hence ONE actor, and the driver's client closed while it writes (a real server
+takes all actors' clients at once). That the driver's client is closed during the run is itself a
+proof that the workers wrote: a driver write would fail on the closed client."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate.embed import EmbedInterrupted, EmbedOptions, WriteTarget, embed_pool, failures_table, plan
+from curate.embed_ray import _pipeline, listing, worker_writes
+from curate.encoders import load_encoder
+from curate.sources import discover
+from curate.store import open_store
+from curate.store.remote import RemoteStore
+
+ENC = "pixels16"
+
+
+def _opts(engine: str, **kw) -> EmbedOptions:
+    return EmbedOptions(batch_size=4, workers=0, decode_timeout=5, progress=False, engine=engine, actors=1, **kw)
+
+
+def _stored(store) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, str]]:
+    ids, mat = store.load_vectors("p", ENC)
+    failures = failures_table(store, "p")
+    return (dict(zip(ids, mat, strict=True)), store.payloads("p", []),
+            dict(zip(failures["relpath"], failures["error"], strict=True)))
+
+
+def _write_pool(folder: Path, n: int, start: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+
+
+def test_workers_write_to_a_server_store_what_the_local_engine_writes(ray_cluster, tmp_path):
+    from make_bad_images import write_bad_images
+
+    expected = write_bad_images(tmp_path / "pool")
+    pool = discover(tmp_path / "pool")
+    enc = load_encoder("pixels", device="cpu")
+    got, reports = {}, {}
+    for engine in ("local", "ray"):
+        store = RemoteStore(None, path=str(tmp_path / engine))
+        reports[engine] = embed_pool(pool, store, "p", enc, _opts(engine))
+        got[engine] = _stored(store)
+        store.close()
+    local, ray = got["local"], got["ray"]
+    bad = {name for name, kind in expected.items() if kind != "ok"}
+    assert set(local[2]) == bad and ray[2] == local[2]  # the same error records
+    assert set(ray[0]) == set(local[0]) and len(local[0]) == len(expected) - len(bad)
+    for pid, vec in local[0].items():
+        np.testing.assert_allclose(ray[0][pid], vec, atol=1e-6)
+    assert ray[1] == local[1]  # payload: path, relpath, sha256, size, format... and failed/error
+    r, loc = reports["ray"], reports["local"]
+    assert (r.embedded, r.failed, r.total) == (loc.embedded, loc.failed, loc.total) == (len(local[0]), len(bad),
+                                                                                       len(expected))
+    assert sorted(r.failures) == sorted(loc.failures)
+
+
+def _columns(ray, store, pool, enc) -> tuple[set[str], int]:
+    """Run the Ray pipeline alone (no embed_pool) and return the columns the driver receives."""
+    store.ensure_collection("p")
+    store.ensure_encoder("p", enc.name, enc.spec)
+    todo, _, exists = plan(pool, store, "p", enc.name)
+    rows = todo.to_dicts()
+    target = WriteTarget(store, "p", enc.name, rows, exists)
+    writes = worker_writes(target)
+    decoder = _decoder(enc)
+    ds = _pipeline(ray, listing([r["path"] for r in rows], target if writes else None), decoder, enc.spec,
+                   _opts("ray"), writes)
+    names: set[str] = set()
+    n = 0
+    with store.lent_to_workers() if writes else nullcontext():
+        for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            names |= set(cols)
+            n += len(cols["index"])
+    return names, n
+
+
+def _decoder(enc):
+    from curate.embed import Decoder
+
+    return Decoder(enc.image_transform, enc.image_size, 5.0, 10**8, jpeg_bytes=False)
+
+
+def test_with_a_server_store_the_write_runs_in_the_workers_and_no_vector_reaches_the_driver(ray_cluster, tmp_path):
+    import ray
+
+    _write_pool(tmp_path / "pool", 6)
+    pool = discover(tmp_path / "pool")
+    enc = load_encoder("pixels", device="cpu")
+    server = RemoteStore(None, path=str(tmp_path / "server"))
+    assert worker_writes(WriteTarget(server, "p", enc.name, [], set())) is not None
+    names, n = _columns(ray, server, pool, enc)
+    assert n == 6 and "vector" not in names and {"index", "good", "error", "info"} <= names
+    assert server.count_vectors("p", enc.name) == 6  # the workers wrote them all
+    server.close()
+    # ":memory:" lives in this process only: a worker could not reach it, so the driver writes.
+    assert worker_writes(WriteTarget(RemoteStore(":memory:"), "p", enc.name, [], set())) is None
+    edge = open_store(str(tmp_path / "edge"))
+    assert worker_writes(WriteTarget(edge, "p", enc.name, [], set())) is None
+    names, n = _columns(ray, edge, pool, enc)
+    assert n == 6 and "vector" in names  # the embedded store: vectors come back, the driver writes
+    assert edge.count_vectors("p", enc.name) == 0
+    edge.close()
+
+
+def test_worker_writes_resume_skip_what_is_stored_and_resend_an_interrupted_batch(ray_cluster, tmp_path,
+                                                                                  monkeypatch):
+    enc = load_encoder("pixels", device="cpu")
+    folder = tmp_path / "pool"
+    _write_pool(folder, 8)
+    store = RemoteStore(None, path=str(tmp_path / "server"))
+    first = embed_pool(discover(folder), store, "p", enc, _opts("ray"))
+    assert (first.embedded, first.skipped) == (8, 0)
+    # 8 more images; 3 of them as a killed worker leaves them: payload upserted, vector not yet.
+    _write_pool(folder, 8, start=8)
+    pool = discover(folder)
+    half = pool.table.filter(pool.table["relpath"].is_in(["0008.png", "0009.png", "0010.png"]))
+    store.upsert_points("p", half["id"].to_list(), [{"path": p} for p in half["path"].to_list()])
+    # Ctrl-C after the first batch comes back (decoding slowed down so the run is still going).
+    monkeypatch.setenv("CURATE_TEST_DECODE_DELAY", "0.1")
+
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(EmbedInterrupted) as stopped:
+        embed_pool(pool, store, "p", enc, _opts("ray"), on_progress=stop)
+    assert stopped.value.report.embedded >= 1
+    partial = store.count_vectors("p", ENC)
+    assert 8 < partial <= 16
+    monkeypatch.delenv("CURATE_TEST_DECODE_DELAY")
+    rest = embed_pool(pool, store, "p", enc, _opts("ray"))
+    assert (rest.skipped, rest.embedded, rest.failed) == (partial, 16 - partial, 0)
+    ids, mat = store.load_vectors("p", ENC)
+    assert len(ids) == len(set(ids)) == 16 == store.count("p")
+    # the re-sent points got their full payload, not the interrupted one's
+    assert all(p.get("sha256") for p in store.payloads("p", []).values())
+    reference = load_encoder("pixels", device="cpu")
+    x = reference.encode_images(_decoder(reference)(str(folder / "0009.png"))["pixels"][None]).numpy()
+    np.testing.assert_allclose(mat[ids.index(half["id"][1])], x[0], atol=1e-6)
+    store.close()
