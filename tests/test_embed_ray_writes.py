@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from curate.embed import EmbedInterrupted, EmbedOptions, WriteTarget, embed_pool, failures_table, plan
-from curate.embed_ray import _pipeline, listing, worker_writes
+from curate.embed_ray import EncodeActor, decode_block, listing, pixel_shape, worker_writes
 from curate.encoders import load_encoder
 from curate.sources import discover
 from curate.store import open_store
@@ -43,8 +44,14 @@ def _write_pool(folder: Path, n: int, start: int = 0) -> None:
         Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
 
 
-def test_workers_write_to_a_server_store_what_the_local_engine_writes(ray_cluster, tmp_path):
+def test_workers_write_to_a_server_store_what_the_local_engine_writes(ray_cluster, tmp_path, monkeypatch):
     from make_bad_images import write_bad_images
+
+    import curate.embed_ray
+
+    received: set[str] = set()
+    unpack = curate.embed_ray._unpack
+    monkeypatch.setattr(curate.embed_ray, "_unpack", lambda cols: received.update(cols) or unpack(cols))
 
     expected = write_bad_images(tmp_path / "pool")
     pool = discover(tmp_path / "pool")
@@ -66,26 +73,7 @@ def test_workers_write_to_a_server_store_what_the_local_engine_writes(ray_cluste
     assert (r.embedded, r.failed, r.total) == (loc.embedded, loc.failed, loc.total) == (len(local[0]), len(bad),
                                                                                        len(expected))
     assert sorted(r.failures) == sorted(loc.failures)
-
-
-def _columns(ray, store, pool, enc) -> tuple[set[str], int]:
-    """Run the Ray pipeline alone (no embed_pool) and return the columns the driver receives."""
-    store.ensure_collection("p")
-    store.ensure_encoder("p", enc.name, enc.spec)
-    todo, _, exists = plan(pool, store, "p", enc.name)
-    rows = todo.to_dicts()
-    target = WriteTarget(store, "p", enc.name, rows, exists)
-    writes = worker_writes(target)
-    decoder = _decoder(enc)
-    ds = _pipeline(ray, listing([r["path"] for r in rows], target if writes else None), decoder, enc.spec,
-                   _opts("ray"), writes)
-    names: set[str] = set()
-    n = 0
-    with store.lent_to_workers() if writes else nullcontext():
-        for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            names |= set(cols)
-            n += len(cols["index"])
-    return names, n
+    assert received and "vector" not in received  # the driver got records only
 
 
 def _decoder(enc):
@@ -94,25 +82,45 @@ def _decoder(enc):
     return Decoder(enc.image_transform, enc.image_size, 5.0, 10**8, jpeg_bytes=False)
 
 
-def test_with_a_server_store_the_write_runs_in_the_workers_and_no_vector_reaches_the_driver(ray_cluster, tmp_path):
-    import ray
+def _actor_output(store, pool, enc) -> dict[str, np.ndarray]:
+    """One block through the Ray stages' bodies, in this process: decode_block, then EncodeActor
+    as embed_pool's Ray driver builds it for `store`."""
+    store.ensure_collection("p")
+    store.ensure_encoder("p", enc.name, enc.spec)
+    todo, _, exists = plan(pool, store, "p", enc.name)
+    rows = todo.to_dicts()
+    target = WriteTarget(store, "p", enc.name, rows, exists)
+    writes = worker_writes(target)
+    table = listing([r["path"] for r in rows], target if writes else None)
+    decoder = _decoder(enc)
+    block = decode_block({k: table[k].to_numpy(zero_copy_only=False) for k in table.column_names}, decoder,
+                         pixel_shape(decoder))
+    threads = torch.get_num_threads()  # the actor sets 1, as in its own process
+    try:
+        with store.lent_to_workers() if writes else nullcontext():  # as ray_batches does
+            return EncodeActor(enc.spec, "cpu", writes)(block)
+    finally:
+        torch.set_num_threads(threads)
 
+
+def test_with_a_server_store_the_actor_writes_and_returns_no_vectors(tmp_path):
     _write_pool(tmp_path / "pool", 6)
     pool = discover(tmp_path / "pool")
     enc = load_encoder("pixels", device="cpu")
     server = RemoteStore(None, path=str(tmp_path / "server"))
-    assert worker_writes(WriteTarget(server, "p", enc.name, [], set())) is not None
-    names, n = _columns(ray, server, pool, enc)
-    assert n == 6 and "vector" not in names and {"index", "good", "error", "info"} <= names
-    assert server.count_vectors("p", enc.name) == 6  # the workers wrote them all
+    out = _actor_output(server, pool, enc)
+    assert set(out) == {"index", "info", "error", "good"} and out["good"].all()  # no "vector"
+    ids, mat = server.load_vectors("p", enc.name)  # the actor wrote them, payload first
+    assert len(ids) == 6 == server.count("p")
+    by_path = {p["path"]: pid for pid, p in server.payloads("p", []).items()}
+    x = enc.encode_images(_decoder(enc)(str(tmp_path / "pool" / "0003.png"))["pixels"][None]).numpy()
+    np.testing.assert_allclose(mat[ids.index(by_path[str(tmp_path / "pool" / "0003.png")])], x[0], atol=1e-6)
     server.close()
     # ":memory:" lives in this process only: a worker could not reach it, so the driver writes.
     assert worker_writes(WriteTarget(RemoteStore(":memory:"), "p", enc.name, [], set())) is None
-    edge = open_store(str(tmp_path / "edge"))
-    assert worker_writes(WriteTarget(edge, "p", enc.name, [], set())) is None
-    names, n = _columns(ray, edge, pool, enc)
-    assert n == 6 and "vector" in names  # the embedded store: vectors come back, the driver writes
-    assert edge.count_vectors("p", enc.name) == 0
+    edge = open_store(str(tmp_path / "edge"))  # embedded, single-process: the driver writes
+    out = _actor_output(edge, pool, enc)
+    assert out["vector"].shape == (6, enc.dim) and edge.count_vectors("p", enc.name) == 0
     edge.close()
 
 
@@ -122,7 +130,7 @@ def test_worker_writes_resume_skip_what_is_stored_and_resend_an_interrupted_batc
     folder = tmp_path / "pool"
     _write_pool(folder, 8)
     store = RemoteStore(None, path=str(tmp_path / "server"))
-    first = embed_pool(discover(folder), store, "p", enc, _opts("ray"))
+    first = embed_pool(discover(folder), store, "p", enc, _opts("local"))  # the same rows, so either engine
     assert (first.embedded, first.skipped) == (8, 0)
     # 8 more images; 3 of them as a killed worker leaves them: payload upserted, vector not yet.
     _write_pool(folder, 8, start=8)
