@@ -118,12 +118,10 @@ class EncodeActor:
             vectors = np.zeros((n, self.encoder.dim), np.float32)
             vectors[rows] = out.vectors
             return small | {"vector": vectors}
-        self._write(out, cols)
+        self._write(self.writes, out, cols)
         return small  # written (acknowledged): the driver gets no vectors
 
-    def _write(self, encoded: Encoded, cols: dict[str, np.ndarray]) -> None:
-        w = self.writes
-        assert w is not None
+    def _write(self, w: WorkerWrites, encoded: Encoded, cols: dict[str, np.ndarray]) -> None:
         rows = {int(i): pickle.loads(r) for i, r in zip(cols["index"], cols["row"], strict=True)}
         merge_ids = {rows[int(i)]["id"] for i, m in zip(cols["index"], cols["merge"], strict=True) if m}
         if w.store.exclusive:  # local mode on a folder (tests): hold its lock only while writing
