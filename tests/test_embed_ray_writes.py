@@ -20,7 +20,7 @@ from curate.embed import EmbedInterrupted, EmbedOptions, WriteTarget, embed_pool
 from curate.embed_ray import EncodeActor, decode_block, listing, pixel_shape, worker_writes
 from curate.encoders import load_encoder
 from curate.sources import discover
-from curate.store import open_store
+from curate.store import StoreError, open_store
 from curate.store.remote import RemoteStore
 
 ENC = "pixels16"
@@ -158,4 +158,18 @@ def test_worker_writes_resume_skip_what_is_stored_and_resend_an_interrupted_batc
     reference = load_encoder("pixels", device="cpu")
     x = reference.encode_images(_decoder(reference)(str(folder / "0009.png"))["pixels"][None]).numpy()
     np.testing.assert_allclose(mat[ids.index(half["id"][1])], x[0], atol=1e-6)
+    store.close()
+
+
+def test_local_path_store_is_one_process_at_a_time_and_steps_aside_for_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(RemoteStore, "lock_wait_s", 0.2)
+    store = RemoteStore(None, path=str(tmp_path / "server"))
+    spec = store.worker_spec()
+    assert spec is not None and spec.exclusive and spec.path == str(tmp_path / "server")
+    with pytest.raises(StoreError, match="in use by another process"):
+        spec.open()  # the lock is this process's client's (qdrant-client holds it per client)
+    with store.lent_to_workers():
+        with spec.open() as worker:  # what an actor does per batch
+            worker.ensure_collection("p")
+    assert store.has_collection("p")  # reopened, and sees the worker's write
     store.close()
