@@ -18,6 +18,16 @@ task and actor start-up, like the local engine's DataLoader worker start-up, is 
 Ray Data computes many blocks ahead while the first one is still on its way back (preserve_order),
 so "after the first batch" counts work done before it. Ray runs: R actors (--actors), each on
 (CPUs - 1) / R CPUs; decode tasks get the remaining CPU (see curate.embed_ray.plan_actors).
+
+    python -m benchmarks.embed_ray --writers --models pixels:n=2000:b=64
+
+--writers: who writes to a server store. No Qdrant server runs here, so the "server" is
+qdrant-client's local mode on a folder (one process at a time: ONE actor, which opens the folder
+per batch, loading what is stored so far, and the driver's client closed meanwhile). Rows: the
+local engine, then Ray with the driver writing (the store's worker_spec hidden, as for the
+embedded store: vectors stream back in order) and Ray with the actor writing (only records come
+back, batches in any order). Local mode is a Python in-process store, not a server: the rows
+compare where the write runs, not a server's ingest rate.
 """
 
 from __future__ import annotations
@@ -53,10 +63,23 @@ def textile_manifest(n: int) -> Path:
     return out
 
 
-def run(encoder, folder: Path, batch: int, engine: str, actors: int | None) -> dict:
+def open_bench_store(root: Path, kind: str):
+    """edge: the embedded store | qdrant-path: qdrant-client local mode (workers write) |
+    qdrant-path-driver: the same with its worker_spec hidden, so the driver writes."""
+    from curate.store import open_store
+    from curate.store.remote import RemoteStore
+
+    if kind == "edge":
+        return open_store(str(root))
+    store = RemoteStore(None, path=str(root))
+    if kind == "qdrant-path-driver":
+        store.worker_spec = lambda: None  # type: ignore[method-assign]
+    return store
+
+
+def run(encoder, folder: Path, batch: int, engine: str, actors: int | None, store_kind: str = "edge") -> dict:
     from curate.embed import EmbedOptions, embed_pool
     from curate.sources import discover
-    from curate.store import open_store
 
     pool = discover(folder)
     tmp = Path(tempfile.mkdtemp(prefix="curate-embed-ray-"))
@@ -69,7 +92,7 @@ def run(encoder, folder: Path, batch: int, engine: str, actors: int | None) -> d
             first.append(done)
 
     try:
-        store = open_store(str(tmp / "store"))
+        store = open_bench_store(tmp / "store", store_kind)
         opts = EmbedOptions(batch_size=batch, progress=False, engine=engine, actors=actors)
         load_before = load()
         report = embed_pool(pool, store, "bench", encoder, opts, on_progress=on_progress)
@@ -78,8 +101,11 @@ def run(encoder, folder: Path, batch: int, engine: str, actors: int | None) -> d
         shutil.rmtree(tmp, ignore_errors=True)
     steady_s = report.seconds - (first[0] if first else 0)
     steady_n = report.embedded - (first[1] if first else 0)
+    writer = {"edge": "", "qdrant-path": ", qdrant-path", "qdrant-path-driver": ", qdrant-path"}[store_kind]
+    if engine == "ray" and store_kind != "edge":
+        writer += ", driver writes" if store_kind == "qdrant-path-driver" else ", actor writes"
     return {
-        "engine": engine if engine == "local" else f"ray, {actors} actor(s)",
+        "engine": (engine if engine == "local" else f"ray, {actors} actor(s)") + writer,
         "n": report.embedded, "seconds": report.seconds, "rate": report.rate,
         "steady": steady_n / steady_s if steady_s > 0 and engine == "local" else None,
         "first_batch_s": first[0] if first else 0.0,
@@ -92,6 +118,8 @@ def main() -> None:
     ap.add_argument("--models", default=DEFAULT_MODELS, help="MODEL:n=N:b=B,... (pixels or an open_clip name)")
     ap.add_argument("--actors", default="1,2", help="Ray actor counts to run, comma-separated")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
+    ap.add_argument("--writers", action="store_true",
+                    help="into a qdrant-client local-path store: Ray with driver writes vs actor writes (1 actor)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,8 +137,12 @@ def main() -> None:
             folder = textile_manifest(n)
             weights = None if name == "pixels" else random_checkpoint(name)
             encoder = load_encoder(name, weights, device="cpu")
-            runs = [run(encoder, folder, batch, "local", None)]
-            runs += [run(encoder, folder, batch, "ray", int(a)) for a in args.actors.split(",")]
+            if args.writers:
+                runs = [run(encoder, folder, batch, "local", None, "qdrant-path")]
+                runs += [run(encoder, folder, batch, "ray", 1, kind) for kind in ("qdrant-path-driver", "qdrant-path")]
+            else:
+                runs = [run(encoder, folder, batch, "local", None)]
+                runs += [run(encoder, folder, batch, "ray", int(a)) for a in args.actors.split(",")]
             for r in runs:
                 r.update(model=name, batch=batch, vs_local=r["rate"] / runs[0]["rate"])
                 rows.append(r)

@@ -1,9 +1,11 @@
 """The embedding pipeline: sources -> decode (worker processes) -> encoder -> store.
 
-One implementation per stage (plan, Decoder, encode_batch, write_records) and two drivers that
+One implementation per stage (plan, Decoder, encode_batch, write_batch) and two drivers that
 run them: the local one below (DataLoader processes decode, this process encodes) and the Ray one
-(curate/embed_ray.py: Ray Data tasks decode, actors encode). Both hand encoded batches back to
-embed_pool, which writes them, so resume, error records and Ctrl-C are the same for both.
+(curate/embed_ray.py: Ray Data tasks decode, actors encode). embed_pool writes what the local
+driver encodes, and what the Ray driver encodes for the embedded store (single-process); with a
+server store the Ray actors run write_batch themselves and only the records of what they wrote
+(ids, errors, sha256) come back. Resume, error records and Ctrl-C are the same for both.
 
 - Decoding runs in DataLoader worker processes, each image under a time limit, so one
   pathological file cannot stall the run; every failure becomes a record, never an exception.
@@ -23,7 +25,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,8 +358,20 @@ class Encoded:
     """The encode stage's output for one batch: what both drivers hand to the write stage."""
 
     items: list[dict[str, Any]]  # index (into the todo rows), info, error (absent when fine)
-    vectors: np.ndarray  # len(good) x dim float32
+    vectors: np.ndarray  # len(good) x dim float32 (0 rows once `written`)
     good: list[int]  # indexes of the rows of `vectors`
+    written: bool = False  # a worker already ran the write stage for this batch (durably: wait=True)
+
+
+@dataclass
+class WriteTarget:
+    """Where a run's batches go, with what a worker needs to write them itself (embed_ray)."""
+
+    store: Store
+    collection: str
+    encoder: str
+    rows: list[dict[str, Any]]  # the todo rows; Encoded item indexes point into them
+    merge_ids: set[str]  # points that exist and are fine: their payload is merged, not replaced
 
 
 def encode_batch(encoder: Encoder, batch: Batch) -> Encoded:
@@ -401,7 +415,8 @@ class Records:
     hashes: list[tuple[str, dict[str, Any]]]  # (sha256, row) of every image read
 
 
-def _records(batch: Encoded, rows: list[dict[str, Any]], merge_ids: set[str]) -> Records:
+def _records(batch: Encoded, rows: Sequence[dict[str, Any]] | Mapping[int, dict[str, Any]],
+             merge_ids: set[str]) -> Records:
     out = Records([], [], {}, [rows[i]["id"] for i in batch.good], batch.vectors, [], [])
     for it in batch.items:
         row = rows[it["index"]]
@@ -427,6 +442,15 @@ def write_records(store: Store, collection: str, encoder: str, r: Records) -> No
         store.set_payloads(collection, r.merges)
     if r.good_ids:
         store.upsert_vectors(collection, encoder, r.good_ids, r.vectors)
+
+
+def write_batch(store: Store, collection: str, encoder: str, batch: Encoded,
+                rows: Sequence[dict[str, Any]] | Mapping[int, dict[str, Any]], merge_ids: set[str]) -> Records:
+    """The write stage for one encoded batch, as a Ray worker runs it (embed_pool does the same in
+    two steps, records then a background write). Returns the records, vectors written."""
+    records = _records(batch, rows, merge_ids)
+    write_records(store, collection, encoder, records)
+    return records
 
 
 def _local_batches(
@@ -515,13 +539,14 @@ def embed_pool(
         delay=float(os.environ.get("CURATE_TEST_DECODE_DELAY") or 0),
     )
     paths = [pool.raw_paths.get(p, p) for p in todo["path"].to_list()]  # names that are not UTF-8: real bytes
+    rows = todo.to_dicts()
     if opts.engine == "ray":
         from curate.embed_ray import ray_batches
 
-        source = ray_batches(paths, decoder, encoder, opts)
+        target = WriteTarget(store, collection, encoder.name, rows, merge_ids)
+        source = ray_batches(paths, decoder, encoder, opts, target)
     else:
         source = _local_batches(paths, decoder, encoder, opts.batch_size, workers, context)
-    rows = todo.to_dicts()
     writer = _Writer()
     done = 0
     interrupted = False
@@ -534,9 +559,12 @@ def embed_pool(
                 if stored_elsewhere is not None and _has_hash(stored_elsewhere, sha):
                     report.same_bytes_stored += 1
                     report.same_bytes_example = report.same_bytes_example or (row["path"], row["relpath"], sha)
-            if not disk.room_for(len(batch.items) * (writer.depth + 1)):
+            if batch.written:  # a Ray worker wrote it to the server store (wait=True): only count it
+                pass
+            elif not disk.room_for(len(batch.items) * (writer.depth + 1)):
                 break  # this batch is not written; the next run redoes it
-            writer.submit(functools.partial(write_records, store, collection, encoder.name, records))
+            else:
+                writer.submit(functools.partial(write_records, store, collection, encoder.name, records))
             report.embedded += len(records.good_ids)
             report.failed += len(records.failures)
             report.failures.extend(records.failures)

@@ -10,6 +10,11 @@ Every request goes through `_retry`: transient failures (connection, timeout, 5x
 with exponential backoff; anything else (a 4xx: bad request, auth) fails at once. Writes are upserts
 by deterministic point id with wait=True, so re-sending a batch whose acknowledgement was lost (say,
 a node restarted mid-request) overwrites the same points: nothing is counted twice or half.
+
+`worker_spec()` is what a Ray worker needs to open its own client to the same store, so
+`embed --engine ray` upserts from the workers (curate/embed_ray.py). qdrant-client's local mode on a
+folder (`path=`) is one process at a time (a file lock): the tests use it to prove the workers
+write, with the driver's client closed meanwhile (`lent_to_workers`) and one writer at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -74,17 +81,60 @@ def qdrant_filter(where: list[Condition] | None) -> qm.Filter | None:
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
+@dataclass(frozen=True)
+class RemoteSpec:
+    """How to open a client to the same store from another process (picklable: Ray ships it)."""
+
+    url: str | None
+    api_key: str | None
+    timeout: int
+    options: ServerOptions
+    path: str | None = None
+
+    @property
+    def exclusive(self) -> bool:
+        """Local mode on a folder: one process at a time, so a worker opens it per batch and closes it."""
+        return self.path is not None
+
+    def open(self) -> RemoteStore:
+        return RemoteStore(self.url, api_key=self.api_key, timeout=self.timeout, options=self.options, path=self.path)
+
+
+def _open_local(path: str, wait_s: float) -> QdrantClient:
+    """qdrant-client's local mode on a folder, waiting up to wait_s for another process's lock."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return QdrantClient(path=path)
+        except RuntimeError as e:
+            if "already accessed" not in str(e) or time.monotonic() > deadline:
+                raise StoreError(f"the qdrant-client folder {path} is in use by another process; "
+                                 "local mode is one process at a time (use a Qdrant server)") from e
+            time.sleep(0.05)
+
+
 class RemoteStore(Store):
     attempts = 6  # 0.5 + 1 + 2 + 4 + 8 s of backoff: rides out a node restart
     backoff_s = 0.5
+    lock_wait_s = 30.0  # local mode on a folder: how long to wait for another process to close it
 
     def __init__(
-        self, url: str, api_key: str | None = None, timeout: int = 60, options: ServerOptions | None = None
+        self,
+        url: str | None,
+        api_key: str | None = None,
+        timeout: int = 60,
+        options: ServerOptions | None = None,
+        path: str | None = None,
     ) -> None:
-        self.location = url
+        """A server at `url`, ":memory:" (local mode, this process only), or local mode on the
+        folder `path` (url None; one process at a time)."""
+        self.location = path or url or ""
         self.options = options or ServerOptions()
         self._sleep = time.sleep  # tests replace it
-        if url == ":memory:":
+        self._spec = RemoteSpec(url, api_key, timeout, self.options, path)
+        if path is not None:
+            self.client = _open_local(path, self.lock_wait_s)
+        elif url == ":memory:":
             self.client = QdrantClient(":memory:")
         else:
             self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
@@ -213,6 +263,23 @@ class RemoteStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+    def worker_spec(self) -> RemoteSpec | None:
+        """What a worker process opens to write here itself; None for ":memory:" (this process's only)."""
+        return None if self._spec.url == ":memory:" else self._spec
+
+    @contextmanager
+    def lent_to_workers(self) -> Iterator[None]:
+        """While workers write: local mode on a folder closes this client (its lock would keep them
+        out) and reopens it after; a server takes every client at once, so nothing changes."""
+        if self._spec.path is None:
+            yield
+            return
+        self.client.close()
+        try:
+            yield
+        finally:
+            self.client = _open_local(self._spec.path, self.lock_wait_s)
 
     def build_index(self, collection: str, encoder: str) -> None:
         self.client.update_collection(
