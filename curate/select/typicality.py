@@ -119,7 +119,11 @@ def _mates_distance(xm: np.ndarray, ref: np.ndarray, k: int, dev: torch.device) 
         mine = np.flatnonzero(own >= 0)
         s = mm_f32(x[r0 : r0 + step], r)
         s[torch.as_tensor(mine, device=dev), torch.as_tensor(own[mine], device=dev)] = -torch.inf  # not its own mate
-        top = torch.topk(s, k, dim=1, sorted=False).values.double()
+        if dev.type == "cpu":  # a partition is 5-8x cheaper than torch.topk on CPU (same k values)
+            top = torch.from_numpy(np.partition(s.numpy(), s.shape[1] - k, axis=1)[:, -k:].astype(np.float64))
+        else:
+            top = torch.topk(s, k, dim=1, sorted=False).values.double()
+        top = top.sort(dim=1).values  # summed in one order, whichever way they were found
         out[r0 : r0 + step] = top.mul_(-2).add_(2).clamp_min_(0).sqrt_().mean(dim=1).cpu().numpy()
     return out
 
