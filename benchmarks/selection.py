@@ -226,31 +226,39 @@ def part_scale(args: argparse.Namespace) -> None:
 
 def part_auto(args: argparse.Namespace) -> None:
     """`auto` (and every strategy it can resolve to) against plain k-center, through
-    `compose.select` (the code behind `curate select`), same data, same process, alternating."""
-    from curate.select.compose import Pool, resolve_auto, select
+    `compose.select` (the code behind `curate select`), same data, same process, alternating;
+    with --repeats R the four run R times in turn and each cell is the median (a shared CPU's
+    load swings between runs). The auto column names the branch that ran (`sel.strategy`)."""
+    from curate.select.compose import Pool, select
     from curate.select.config import SelectionConfig, shorthand
 
     sizes = [args.n] if args.n else [50_000, 200_000]
     budgets = [args.budget] if args.budget else [200, 5000]
     dev = torch.device(args.device)
     print(f"\n**auto vs plain k-center (CPU unless stated)** — {machine()}\n")
-    print("| N | d | budget | kcenter | auto (resolves to) | auto / kcenter | density-kcenter / kcenter "
-          "| typicality / kcenter |")
+    print("| N | d | budget | kcenter | auto (ran) | auto / kcenter | density-kcenter / kcenter "
+          "| typicality, typicality / kcenter |")
     print("|---|---|---|---|---|---|---|---|")
+    names = ("kcenter", "auto", "density-kcenter", "typicality")
     for n in sizes:
         X = clustered(n, args.dim, seed=3)
         pool = Pool(X, np.ones(n, bool), np.zeros(n, bool), [{}] * n, ids=[f"{i:09d}" for i in range(n)])
         for b in budgets:
-            t: dict[str, float] = {}
-            for name in ("kcenter", "auto", "density-kcenter", "typicality"):
-                steps, label = shorthand(name)
-                cfg = SelectionConfig(steps=steps, strategy=label, seed=0).validate()
-                t0 = time.perf_counter()
-                sel = select(pool, cfg, b, device=dev)
-                t[name] = time.perf_counter() - t0
-                assert len(sel.indices) == b
+            runs: dict[str, list[float]] = {name: [] for name in names}
+            ran = ""
+            for _ in range(args.repeats):
+                for name in names:
+                    steps, label = shorthand(name)
+                    cfg = SelectionConfig(steps=steps, strategy=label, seed=0).validate()
+                    t0 = time.perf_counter()
+                    sel = select(pool, cfg, b, device=dev)
+                    runs[name].append(time.perf_counter() - t0)
+                    assert len(sel.indices) == b
+                    if name == "auto":
+                        ran = sel.strategy.removeprefix("auto->")  # e.g. "stratified", not what resolve_auto says
+            t = {name: float(np.median(v)) for name, v in runs.items()}
             typ = f"{t['typicality']:.1f} s, {t['typicality'] / t['kcenter']:.2f}x"
-            print(f"| {n:,} | {args.dim} | {b} | {t['kcenter']:.1f} s | {t['auto']:.1f} s ({resolve_auto(0, b)}) "
+            print(f"| {n:,} | {args.dim} | {b} | {t['kcenter']:.1f} s | {t['auto']:.1f} s ({ran}) "
                   f"| **{t['auto'] / t['kcenter']:.2f}x** | {t['density-kcenter'] / t['kcenter']:.2f}x | {typ} |",
                   flush=True)
         del X, pool
@@ -263,6 +271,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=1, help="auto: run the strategies this many times, report medians")
     args = ap.parse_args()
     parts = {"reference": part_reference, "floor": part_floor, "gpu": part_gpu, "scale": part_scale,
              "auto": part_auto}

@@ -128,3 +128,42 @@ def test_sampled_cluster_typicality_equals_brute_force_on_its_sample() -> None:
     exact = cluster_typicality(X, labels, k=20, reference_size=300, device="cpu")
     rho = np.corrcoef(np.argsort(np.argsort(got)), np.argsort(np.argsort(exact)))[0, 1]
     assert rho > 0.9  # the sample ranks rows like the exact 20-NN
+
+
+def test_typicality_of_some_rows_equals_the_whole_pools_at_those_rows() -> None:
+    """`Clustering.typicality_at` (auto->stratified's manifest column) computes only the rows asked
+    for, with the same sampled mates: equal to the full pass at those rows, exact and sampled."""
+    from curate.select.typicality import REFERENCE_MATES, Clustering, cluster_typicality
+
+    X, _ = _modes([400, 40, 1], 6, 0.8, 5)
+    labels = np.repeat(np.arange(3), [400, 40, 1])  # 400 > REFERENCE_MATES: sampled; 40: exact; 1: alone
+    assert 400 > REFERENCE_MATES
+    full = cluster_typicality(X, labels, k=20, seed=3, device="cpu")
+    rows = np.array([440, 5, 399, 400, 17, 439])  # out of order, both clusters, the single row (0)
+    lazy = Clustering(labels, X=X, k=20, seed=3, device="cpu")
+    got = lazy.typicality_at(rows)
+    np.testing.assert_allclose(got, full[rows], rtol=1e-5)
+    assert got[0] == 0.0 and lazy._typicality is None  # nothing computed for the other rows
+    np.testing.assert_array_equal(lazy.typicality, full)  # the full pass when asked for
+
+
+def test_auto_stratified_skips_the_full_typicality_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where auto takes a random image per cluster, typicality ranks nothing: only the picks'
+    values are computed (the manifest column), equal to the full pass at those rows."""
+    from curate.select import typicality as ty
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(300, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)  # no cluster structure: auto->stratified
+    n = len(X)
+    pool = Pool(X, np.ones(n, bool), np.zeros(n, bool), [{}] * n, ids=[f"p{i:05d}" for i in range(n)])
+    steps, label = shorthand("auto")
+    cfg = SelectionConfig(steps=steps, strategy=label, seed=3, knn=5).validate()
+    full_passes: list[int] = []
+    real = ty.cluster_typicality
+    monkeypatch.setattr(ty, "cluster_typicality", lambda *a, **kw: full_passes.append(1) or real(*a, **kw))
+    sel = select(pool, cfg, 12, device=CPU)
+    assert sel.strategy == "auto->stratified" and not full_passes
+    labels = ty.cluster_pool(X, ty.n_clusters_for(n, 0, 12), k=5, seed=3, device="cpu").labels
+    want = real(X, labels, 5, seed=3, device="cpu")[sel.indices]
+    np.testing.assert_allclose(sel.columns["typicality"], want, rtol=1e-5)

@@ -288,7 +288,7 @@ def _select(
         idx, columns = _active_procedure(proc.type, pool, cfg, cand, weight, budget, groups, quotas, device)
     elif proc is not None:
         cl = inputs.clusters()
-        within = cl.typicality.astype(np.float64)
+        within = None  # typicality, computed only where it ranks (auto->stratified never needs it all)
         if choice == "typicality":
             sep = cluster_separation(pool.X, cl.labels, seed=cfg.seed, device=device)
             if sep < AUTO_SEPARATION_MIN:  # NaN (one cluster) keeps typicality
@@ -296,11 +296,16 @@ def _select(
                 label = label.replace("auto->typicality", "auto->stratified", 1)
                 messages.append(f"auto: the k-means clusters barely separate (separation {sep:.2f} < "
                                 f"{AUTO_SEPARATION_MIN}), so a random image of each cluster, not the most typical")
+        if within is None:
+            within = cl.typicality.astype(np.float64)
         score = within * (1.0 if weight is None else weight)
         idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
                                                 groups=groups, quotas=quotas)
         columns["cluster"] = picked_clusters
-        inputs.values.setdefault("typicality", cl.typicality.astype(np.float64))
+        if "typicality" not in inputs.values:  # the manifest column: the picks' values are enough
+            typ = np.full(len(pool.X), np.nan)
+            typ[idx] = cl.typicality_at(idx)
+            inputs.values["typicality"] = typ
     else:
         assert weight is not None  # validated: weights exist when there is no procedure
         idx = _rank(weight, cand, budget, groups, quotas)

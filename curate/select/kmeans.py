@@ -137,8 +137,9 @@ def _lloyd(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor, max_iter: i
         new_labels, _ = _assign(x, norms, cent)
         sums = torch.zeros((k, x.shape[1]), dtype=torch.float32, device=dev)
         rows = rows_per_chunk(x.shape[1], dev, fraction=0.02)
-        for r0 in range(0, n, rows):
-            sums.index_add_(0, new_labels[r0 : r0 + rows], x[r0 : r0 + rows].float())
+        with one_thread(dev):  # memory-bound: a second busy core made each call wait ~50 ms, 10x its work
+            for r0 in range(0, n, rows):
+                sums.index_add_(0, new_labels[r0 : r0 + rows], x[r0 : r0 + rows].float())
         counts = torch.bincount(new_labels, minlength=k).to(torch.float32)
         new_cent = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], cent)
         shift = float(((new_cent - cent) ** 2).sum())
