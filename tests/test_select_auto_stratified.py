@@ -6,7 +6,11 @@ simplified silhouette written out in numpy."""
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from curate.select.compose import Pool, select
@@ -134,3 +138,36 @@ def test_auto_takes_a_random_image_per_cluster_without_structure() -> None:
     assert sel.indices.tolist() != select(pool, _cfg("typicality", seed=seed), budget, device=CPU).indices.tolist()
     other = select(pool, _cfg("auto", seed=seed + 1), budget, device=CPU)
     assert other.indices.tolist() != sel.indices.tolist()
+
+
+def _store(root: Path, X: np.ndarray) -> Path:
+    """An Edge store whose collection "pool" holds X as encoder "enc" (paths only, no images)."""
+    from curate.store import open_store
+
+    ids = [str(uuid.UUID(int=i + 1, version=4)) for i in range(len(X))]
+    path = root / "store"
+    with open_store(str(path)) as st:
+        st.ensure_collection("pool")
+        st.ensure_encoder("pool", "enc", {"family": "test", "dim": X.shape[1]})
+        st.upsert_points("pool", ids, [{"path": f"/img/{i}.jpg"} for i in range(len(X))])
+        st.upsert_vectors("pool", "enc", ids, X)
+        st.flush()
+    return path
+
+
+@pytest.mark.parametrize(("blobs", "ran"), [(True, "auto->typicality"), (False, "auto->stratified")])
+def test_cli_reports_which_branch_auto_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blobs: bool,
+                                           ran: str) -> None:
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    for var in ("CURATE_STORE", "CURATE_QDRANT_URL", "CURATE_COLLECTION", "CURATE_DEVICE", "CURATE_OUT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    store = _store(tmp_path, _blobs(300, 16, 30, 0.4, 7) if blobs else _sphere(300, 16, 7))
+    res = CliRunner().invoke(app, ["select", "--budget", "6", "--dry-run", "--device", "cpu", "--store", str(store),
+                                   "-c", "pool"])
+    assert res.exit_code == 0, res.output
+    assert f"selected 6 of 300 candidates as 'round-1' with {ran}" in res.output
+    assert ("separate no better than in structure-free data" in res.output) == (not blobs)
