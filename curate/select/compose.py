@@ -11,11 +11,12 @@ Multiplying objectives makes their scales irrelevant (argmax of c * f is argmax 
 need no normalization, only to be >= 0: similarity enters as (1 + cos) / 2.
 
 `--strategy auto` (the default) resolves by budget; see `resolve_auto`. Where it resolves to
-typicality on a pool whose k-means clusters barely separate (`cluster_separation` below
-AUTO_SEPARATION_MIN), it keeps TypiClust's clusters and coverage order but takes a seeded random
-image of each cluster ("auto->stratified"): without cluster structure the most typical image is
-no better a representative than any member, and a random one varies with the seed instead of
-repeating one cluster solution's accident (measured in BENCHMARKS.md, label efficiency).
+typicality on a pool without cluster structure (`structure.cluster_structure` below
+AUTO_STRUCTURE_MIN: its k-means clusters separate no better than a Gaussian reference's, whatever
+the budget), it keeps TypiClust's clusters and coverage order but takes a seeded random image of
+each cluster ("auto->stratified"): without cluster structure the most typical image is no better a
+representative than any member, and a random one varies with the seed instead of repeating one
+cluster solution's accident (measured in BENCHMARKS.md, label efficiency).
 
 Row order never matters: `select` first puts the rows in a canonical order (by id when the pool has
 ids, else by a hash of each vector's bytes), runs there, and maps the picks back. So every seeded
@@ -35,14 +36,14 @@ import numpy as np
 import torch
 
 from curate.select.balance import QuotaPlan, check_keys, modes_of, plan_quotas
-from curate.select.config import AUTO_SEPARATION_MIN, AUTO_TYPICALITY_MAX, SelectionConfig, Step
+from curate.select.config import AUTO_STRUCTURE_MIN, AUTO_TYPICALITY_MAX, SelectionConfig, Step
 from curate.select.density import knn_density
 from curate.select.kcenter import kcenter_select
 from curate.select.similarity import max_similarity
+from curate.select.structure import cluster_structure
 from curate.select.typicality import (
     Clustering,
     cluster_pool,
-    cluster_separation,
     n_clusters_for,
     typiclust_select,
 )
@@ -290,12 +291,13 @@ def _select(
         cl = inputs.clusters()
         within = None  # typicality, computed only where it ranks (auto->stratified never needs it all)
         if choice == "typicality":
-            sep = cluster_separation(pool.X, cl.labels, seed=cfg.seed, device=device)
-            if sep < AUTO_SEPARATION_MIN:  # NaN (one cluster) keeps typicality
+            structure = cluster_structure(pool.X)
+            if structure < AUTO_STRUCTURE_MIN:  # NaN (a pool too small to judge) keeps typicality
                 within = 1.0 - np.random.default_rng(cfg.seed).random(len(pool.X))  # in (0, 1]
                 label = label.replace("auto->typicality", "auto->stratified", 1)
-                messages.append(f"auto: the k-means clusters barely separate (separation {sep:.2f} < "
-                                f"{AUTO_SEPARATION_MIN}), so a random image of each cluster, not the most typical")
+                messages.append(f"auto: the pool's k-means clusters separate no better than in structure-free "
+                                f"data of the same spread (structure {structure:.3f} < {AUTO_STRUCTURE_MIN}), so "
+                                "a random image of each cluster, not the most typical")
         if within is None:
             within = cl.typicality.astype(np.float64)
         score = within * (1.0 if weight is None else weight)

@@ -48,11 +48,12 @@ from curate.select.uncertainty import KINDS
 # crossover stays between them.
 AUTO_TYPICALITY_MAX = 100
 # ... and where auto runs typicality, the most typical image of each k-means cluster only when the
-# clusters separate (mean simplified silhouette, typicality.cluster_separation, >= this); on a pool
-# whose clusters cut a continuum, a random image of each cluster (a stratified sample) instead.
-# Measured (BENCHMARKS.md, label efficiency): digits/pixels 0.27-0.32, textile/MobileNetV2 0.09-0.12
-# at 10-100 clusters; typicality gains 10-30 points over random on the first and none on the second.
-AUTO_SEPARATION_MIN = 0.2
+# pool has cluster structure (structure.cluster_structure: how much more k-means clusters of a sample
+# separate than those of a Gaussian with the same covariance, best of K = 10, 20, 50; independent of
+# the budget) >= this; without it, a random image of each cluster (a stratified sample) instead.
+# Measured (BENCHMARKS.md, label efficiency): textile/MobileNetV2 0.001-0.004 and Gaussian/uniform
+# noise up to 0.020; digits and MNIST (pixels, MobileNetV2) 0.068-0.181, the 200-mode synthetic pool 0.13.
+AUTO_STRUCTURE_MIN = 0.04
 
 STEP_TYPES = ("diversity", "typicality", "weights", "threshold", "balance", "cluster_margin", "badge", "auto")
 PROCEDURES = ("diversity", "typicality", "cluster_margin", "badge", "auto")  # at most one per selection
