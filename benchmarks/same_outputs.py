@@ -34,6 +34,8 @@ COMMANDS = [
      "--dry-run"],
     ["slice", "bal", "-e", "/d/6.png", "-k", "20", "--balanced-by", "weather", "--exclude-near", "b"],
     ["slice", "f", "-w", "split == 'test'"],
+    ["map", "--sample", "500", "--epochs", "30"],
+    ["map", "--sample", "500", "--epochs", "30"],  # a rerun: reads the stored coordinates back
 ]
 
 
@@ -62,8 +64,9 @@ def run_tree(tree: Path, store: Path, work: Path) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     outs = []
     for argv in COMMANDS:
+        out = [] if argv[0] == "map" else ["-o", str(work / "out"), "--device", "cpu"]
         full = [sys.executable, "-m", "curate", *argv, "--store", str(store), "-c", "pool", "--encoder", "enc",
-                "-o", str(work / "out"), "--device", "cpu", "-q"]
+                *out, "-q"]
         r = subprocess.run(full, env=env, capture_output=True, text=True, cwd=work)
         text = (r.stdout + r.stderr).replace(str(work), "WORK")
         outs.append(f"$ {' '.join(argv)}\nrc={r.returncode}\n" + re.sub(r"\d+\.\d+ ?s\b", "T s", text))
