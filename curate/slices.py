@@ -391,10 +391,8 @@ def build_slice(
         )
     sel_ids = ids.strings(ordered)  # Python strings for the slice's rows only
     sel_scores = scores[ordered].astype(np.float32)
-    if lean:
-        want = set(sel_ids)
-        for batch in store.scan_payload(collection, fields=fields):
-            payload.update((pid, p) for pid, p in batch if pid in want)
+    if lean:  # the slice's paths, fetched by id: no scan of the pool's payload pages
+        payload.update(store.payloads_of(collection, sel_ids, fields))
     table = pl.DataFrame(
         {
             "rank": np.arange(1, len(sel_ids) + 1),

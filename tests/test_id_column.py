@@ -201,3 +201,21 @@ def test_slice_outputs_equal_the_list_path(edge_pool, monkeypatch, tmp_path, req
         q = x[4]
         order = sorted(range(len(ids)), key=lambda r: (-float(x[r] @ q), ids[r]))
         assert sl_ids[:10] == [ids[r] for r in order[:10]]
+
+
+@pytest.mark.parametrize("backend", ["edge", "memory"])
+def test_payloads_of_fetches_only_the_given_points(tmp_path, backend):
+    """select and slice read their picks' paths by id (no whole-pool scan); same payloads as a scan."""
+    ids = [str(uuid.UUID(int=k + 1)) for k in range(30)]
+    pay = [{"path": f"/d/ünï_{k}.jpg", "split": "a" if k % 2 else "b"} for k in range(30)]
+    st = open_store(str(tmp_path / "s")) if backend == "edge" else open_store(url=":memory:")
+    try:
+        st.ensure_collection("pool")
+        st.upsert_points("pool", ids, pay)
+        want = [ids[7], ids[3], str(uuid.UUID(int=999)), ids[29]]
+        full = st.payloads("pool")
+        assert st.payloads_of("pool", want) == {i: full[i] for i in want if i in full}
+        assert st.payloads_of("pool", want, ["path"]) == {i: {"path": full[i]["path"]} for i in want if i in full}
+        assert st.payloads_of("pool", []) == {}
+    finally:
+        st.close()

@@ -285,10 +285,9 @@ def run_selection(
     if cfg.balance is not None and "group" in sel.columns:
         _balanced_order(sel)
     picked = pool_ids.strings(sel.indices)  # Python strings for the picks only
-    if lean:  # the picks' paths, from one streaming scan (memory: the picks, not the pool)
-        want = set(picked)
-        for batch in store.scan_payload(collection, fields=["path"]):
-            payloads.update((pid, {**payloads.get(pid, {}), **p}) for pid, p in batch if pid in want)
+    if lean:  # the picks' paths, fetched by id (memory: the picks, not the pool's payload pages)
+        payloads.update((pid, {**payloads.get(pid, {}), **p})
+                        for pid, p in store.payloads_of(collection, picked, ["path"]).items())
 
     rows = _manifest_rows(picked, sel, payloads, rnd, name)
     paths = manifest_paths(out, out_dir, collection, name, dry_run)

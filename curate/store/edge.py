@@ -443,6 +443,15 @@ class EdgeStore(Store):
             found.update(str(r.id) for r in shard.retrieve(part, with_payload=False, with_vector=False))
         return found
 
+    def payloads_of(self, collection: str, ids: list[str], fields: list[str] | None = None) -> dict[str, Payload]:
+        shard = self._points(collection)
+        with_payload: bool | list[str] = True if fields is None else (list(fields) or False)
+        out: dict[str, Payload] = {}
+        for part in chunks(list(ids), 10_000):
+            out.update((str(r.id), dict(r.payload or {}))
+                       for r in shard.retrieve(part, with_payload=with_payload, with_vector=False))
+        return out
+
     def scan_payload(
         self,
         collection: str,
