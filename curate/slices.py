@@ -302,6 +302,8 @@ def build_slice(
     # not one dict per point of the pool beside the matrix (~0.4 KiB per point)
     lean = not req.balanced_by
     payload = {} if lean else store.payloads(collection, req.where or None, fields)
+    # the examples first: their path lookup scans the payload, whose pages are unmapped before the matrix
+    ex = example_vectors(store, collection, encoder, req.examples, text_encoder, device) if req.examples else None
     ids, vectors = load_id_column(store, collection, encoder, req.where or None)  # no str per vector
     if not lean:  # a point added between the two reads is left out
         keep = ids.mask(payload)
@@ -341,7 +343,6 @@ def build_slice(
             enc = encoder_from_spec(store.encoders(collection)[encoder], device)
         scores, _ = rank_scores(vectors, text_query(enc, req.texts, req.templates), device=device)
     elif req.examples:
-        ex = example_vectors(store, collection, encoder, req.examples, text_encoder, device)
         if req.example_mode == "mean":
             scores, _ = rank_scores(vectors, _unit(_unit(ex).mean(axis=0)), device=device)
         else:
