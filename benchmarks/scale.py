@@ -57,19 +57,33 @@ def ingest(store_dir: str, n: int, dim: int, centers: int, chunk: int = 50_000) 
 
 
 def load(store_dir: str, dtype: str = "float32") -> None:
-    """Only the read every analysis starts with: store.load_vectors (sorted N x d). Run directly as
+    """Only the read every analysis starts with: store.load_vectors (sorted N x d, ids as a list of str),
+    then load_id_column (the same, ids as one bytes column: select, slice, map). Run directly as
     `PYTHONPATH=CODE python benchmarks/scale.py --_load STORE [float16]` to compare two versions."""
+    import gc
     import tracemalloc  # numpy reports its buffers to it: the arrays' peak, without the shard's mapped pages
 
     from curate.store.edge import EdgeStore
 
+    os.environ["CURATE_RESIDENT_DTYPE"] = dtype
     store = EdgeStore(store_dir)
     store.count_vectors("pool", "syn")
-    tracemalloc.start()
-    ids, x = store.load_vectors("pool", "syn", dtype=np.dtype(dtype))
-    _, peak = tracemalloc.get_traced_memory()
-    print(f"{len(ids)} x {x.shape[1]} {x.dtype}: heap peak during load_vectors {peak / 2**30:.3f} GiB "
-          f"= {peak / x.nbytes:.2f}x the matrix")
+    reads = [("load_vectors", lambda: store.load_vectors("pool", "syn", dtype=np.dtype(dtype)))]
+    try:
+        from curate.store.columnar import load_id_column
+
+        reads.append(("load_id_column", lambda: load_id_column(store, "pool", "syn")))
+    except ImportError:  # a version before the id column
+        pass
+    for name, read in reads:
+        tracemalloc.start()
+        ids, x = read()
+        held, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"{len(ids)} x {x.shape[1]} {x.dtype}: heap peak during {name} {peak / 2**30:.3f} GiB "
+              f"= {peak / x.nbytes:.2f}x the matrix; held beside the matrix after: {(held - x.nbytes) / 2**20:.1f} MiB (the ids)")
+        del ids, x
+        gc.collect()
     store.close()
 
 

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from curate.store import Store
-from curate.store.resident import load_resident
+from curate.store.columnar import load_id_column
+from curate.store.idcolumn import IdColumn
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -131,6 +132,20 @@ def stored_coordinates(store: Store, collection: str, encoder: str) -> dict[str,
     return out
 
 
+def _stored_rows(store: Store, collection: str, encoder: str, ids: IdColumn) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of the rows of `ids` with stored coordinates, their (x, y) [N, 2] float32): one streaming
+    scan into row arrays, not an id -> (x, y) dict of the pool."""
+    fx, fy = map_fields(encoder)
+    placed, xy = np.zeros(len(ids), bool), np.zeros((len(ids), 2), np.float32)
+    for batch in store.scan_payload(collection, fields=[fx, fy]):
+        got = [(pid, p[fx], p[fy]) for pid, p in batch if p.get(fx) is not None and p.get(fy) is not None]
+        rows = ids.rows(pid for pid, _, _ in got)
+        ok = rows >= 0
+        placed[rows[ok]] = True
+        xy[rows[ok]] = np.array([(float(x), float(y)) for _, x, y in got], dtype=np.float32).reshape(-1, 2)[ok]
+    return placed, xy
+
+
 def map_pool(
     store: Store,
     collection: str,
@@ -148,14 +163,15 @@ def map_pool(
     say = log or (lambda _m: None)
     fx, fy = map_fields(enc)
     t0 = time.perf_counter()
-    ids, X = load_resident(store, collection, enc)
+    ids, X = load_id_column(store, collection, enc)  # sorted ids as one bytes column, no str per vector
     res = MapResult(enc, (fx, fy), len(ids), seconds={"read": time.perf_counter() - t0})
     if len(ids) < 3:
         raise ValueError(f"collection {collection!r} has {len(ids)} vectors for {enc}; a map needs at least 3")
     meta = store.get_meta(collection)
     prior = meta.get("maps", {}).get(enc, {})
-    have = stored_coordinates(store, collection, enc) if prior.get("settings") == cfg.record() and not refit else {}
-    placed = np.array([i in have for i in ids], dtype=bool)
+    placed, have = np.zeros(len(ids), bool), None
+    if prior.get("settings") == cfg.record() and not refit:
+        placed, have = _stored_rows(store, collection, enc, ids)
     n_old = int(placed.sum())
     if n_old == len(ids):
         res.reused = n_old
@@ -168,7 +184,8 @@ def map_pool(
         old_rows, new_rows = np.flatnonzero(placed), np.flatnonzero(~placed)
         if len(old_rows) > cfg.sample:
             old_rows = np.sort(np.random.default_rng(cfg.seed).choice(old_rows, size=cfg.sample, replace=False))
-        old_xy = np.array([have[ids[r]] for r in old_rows], dtype=np.float32)
+        assert have is not None
+        old_xy = have[old_rows]
         del have
         anchors = X[old_rows]
         xy = np.empty((len(new_rows), 2), dtype=np.float32)
@@ -177,7 +194,7 @@ def map_pool(
                                                          k=cfg.n_neighbors)
         res.placed, res.reused = len(xy), n_old
         res.seconds["place"] = time.perf_counter() - t
-        new_ids = [ids[r] for r in new_rows]
+        new_ids = ids.take(new_rows)
     else:
         if enc in meta.get("maps", {}):  # all or nothing: no record while the new coordinates are written
             meta["maps"].pop(enc)

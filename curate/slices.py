@@ -25,7 +25,8 @@ import torch
 from curate.files import write_atomic
 from curate.kernels import check_threshold, topk_similarity
 from curate.store import Condition, Store, parse_where
-from curate.store.resident import load_resident
+from curate.store.columnar import load_id_column
+from curate.store.idcolumn import IdColumn
 
 DEFAULT_TEMPLATES = (
     "a photo of {}.",
@@ -248,8 +249,10 @@ def rank_scores(
     return score, mask
 
 
-def order_rows(scores: np.ndarray, ids: list[str]) -> np.ndarray:
+def order_rows(scores: np.ndarray, ids: list[str] | IdColumn) -> np.ndarray:
     """Rows by score descending, ties by id (deterministic whatever the store's order)."""
+    if isinstance(ids, IdColumn):  # sorted by construction: ties by row, no float64 copy or rank array
+        return np.argsort(-np.asarray(scores, dtype=float), kind="stable")
     if all(a < b for a, b in itertools.pairwise(ids)):  # store reads come sorted: no N-string array
         id_rank = np.arange(len(ids))
     else:
@@ -299,10 +302,13 @@ def build_slice(
     # not one dict per point of the pool beside the matrix (~0.4 KiB per point)
     lean = not req.balanced_by
     payload = {} if lean else store.payloads(collection, req.where or None, fields)
-    ids, vectors = load_resident(store, collection, encoder, req.where or None)
-    keep = [k for k, i in enumerate(ids) if i in payload] if not lean else range(len(ids))
-    if len(keep) != len(ids):
-        ids, vectors = [ids[k] for k in keep], vectors[keep]
+    # the examples first: their path lookup scans the payload, whose pages are unmapped before the matrix
+    ex = example_vectors(store, collection, encoder, req.examples, text_encoder, device) if req.examples else None
+    ids, vectors = load_id_column(store, collection, encoder, req.where or None)  # no str per vector
+    if not lean:  # a point added between the two reads is left out
+        keep = ids.mask(payload)
+        if not keep.all():
+            ids, vectors = ids.take(keep), vectors[keep]
     n_candidates = len(ids)
     if n_candidates == 0:
         raise SliceError(f"slice {req.name} is empty: no embedded image matches --where")
@@ -323,8 +329,8 @@ def build_slice(
                 cut = default_threshold(store.encoders(collection).get(encoder))
             ok = near[:, 0] < cut
             n_excluded = int((~ok).sum())
-            ids, vectors = [i for i, o in zip(ids, ok, strict=True) if o], vectors[ok]
-        if not ids:
+            ids, vectors = ids.take(ok), vectors[ok]
+        if not len(ids):
             raise SliceError(f"slice {req.name} is empty: every candidate is near {req.exclude_near}")
 
     # 2. score
@@ -337,7 +343,6 @@ def build_slice(
             enc = encoder_from_spec(store.encoders(collection)[encoder], device)
         scores, _ = rank_scores(vectors, text_query(enc, req.texts, req.templates), device=device)
     elif req.examples:
-        ex = example_vectors(store, collection, encoder, req.examples, text_encoder, device)
         if req.example_mode == "mean":
             scores, _ = rank_scores(vectors, _unit(_unit(ex).mean(axis=0)), device=device)
         else:
@@ -385,12 +390,10 @@ def build_slice(
             + (f" --threshold {req.threshold}" if req.threshold is not None else " the filters")
             + "; lower the threshold or widen --where"
         )
-    sel_ids = [ids[r] for r in ordered]
+    sel_ids = ids.strings(ordered)  # Python strings for the slice's rows only
     sel_scores = scores[ordered].astype(np.float32)
-    if lean:
-        want = set(sel_ids)
-        for batch in store.scan_payload(collection, fields=fields):
-            payload.update((pid, p) for pid, p in batch if pid in want)
+    if lean:  # the slice's paths, fetched by id: no scan of the pool's payload pages
+        payload.update(store.payloads_of(collection, sel_ids, fields))
     table = pl.DataFrame(
         {
             "rank": np.arange(1, len(sel_ids) + 1),

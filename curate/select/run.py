@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from curate.select.similarity import resolve_query_ids, text_queries
 from curate.select.tensors import unit_rows
 from curate.select.uncertainty import load_predictions, match_predictions
 from curate.store import Store, parse_where
-from curate.store.resident import load_resident
+from curate.store.columnar import load_id_column
 
 LABELED = "labeled"
 BASE_FIELDS = ["path", "relpath", "failed", "is_duplicate", LABELED, SELECTED_ROUND, SELECTION_NAME]
@@ -74,6 +74,23 @@ class RunResult:
     exported: int = 0
     dry_run: bool = False
     messages: list[str] = field(default_factory=list)
+
+
+class NoPayloads(Sequence[dict[str, Any]]):
+    """`Pool.payloads` of a lean run: an empty payload for every row, without a list of N slots."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [{} for _ in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return {}
 
 
 def _needed_fields(cfg: SelectionConfig) -> list[str]:
@@ -196,30 +213,29 @@ def run_selection(
     if cfg.name and cfg.name in taken:
         raise SelectError(f"selection name {cfg.name!r} is already used by an earlier round; pick another --name")
 
-    allowed: set[str] | None = None
-    if cfg.where:
-        allowed = set(store.payloads(collection, parse_where(cfg.where), fields=[]))
-    ids, X = load_resident(store, collection, enc)
-    if not ids:
+    ids, X = load_id_column(store, collection, enc)  # sorted ids as one bytes column, no str per vector
+    if not len(ids):
         raise SelectError(f"collection {collection!r} has no vectors for encoder {enc!r}; run 'curate embed' first")
 
     n = len(ids)
-    center = np.zeros(n, bool)
-    cand = np.zeros(n, bool)
-    n_dup = n_where = n_failed = 0
-    for i, pid in enumerate(ids):
-        p = payloads.get(pid, {})
-        if _is_true(p.get("failed")):
-            n_failed += 1
-            continue
-        if _is_true(p.get(LABELED)) or p.get(SELECTED_ROUND) is not None or pid in pending:
-            center[i] = True
-        elif not cfg.include_duplicates and _is_true(p.get("is_duplicate")):
-            n_dup += 1
-        elif allowed is not None and pid not in allowed:
-            n_where += 1
-        else:
-            cand[i] = True
+    allowed = np.ones(n, bool) if not cfg.where else ids.mask(  # streamed: no set of the matching ids
+        pid for batch in store.scan_payload(collection, parse_where(cfg.where), fields=[]) for pid, _ in batch)
+    # flags of the few flagged points, looked up by id (payloads without a vector are ignored)
+    flagged = [(pid, p) for pid, p in payloads.items()
+               if _is_true(p.get("failed")) or _is_true(p.get(LABELED)) or p.get(SELECTED_ROUND) is not None
+               or _is_true(p.get("is_duplicate"))]
+    at = ids.rows(pid for pid, _ in flagged)
+    failed, center, dup = np.zeros(n, bool), ids.mask(pending), np.zeros(n, bool)
+    for r, (_, p) in zip(at, flagged, strict=True):
+        if r >= 0:
+            failed[r] = _is_true(p.get("failed"))
+            center[r] |= _is_true(p.get(LABELED)) or p.get(SELECTED_ROUND) is not None
+            dup[r] = not cfg.include_duplicates and _is_true(p.get("is_duplicate"))
+    center &= ~failed
+    dup &= ~failed & ~center
+    outside = ~(failed | center | dup | allowed)
+    cand = ~(failed | center | dup | outside)
+    n_failed, n_dup, n_where = int(failed.sum()), int(dup.sum()), int(outside.sum())
     n_cand, n_cent = int(cand.sum()), int(center.sum())
     parts = [f"{k} {what}" for k, what in ((n_cent, "labeled or picked"), (n_dup, "duplicates"),
                                             (n_where, "outside --where"), (n_failed, "failed")) if k]
@@ -236,8 +252,8 @@ def run_selection(
         _check_balance_keys(store, collection, bal.keys, payloads)
 
     keep = np.flatnonzero(cand | center)
-    pool_ids = [ids[i] for i in keep]
-    pool_payloads = [{}] * len(pool_ids) if lean else [payloads.get(pid, {}) for pid in pool_ids]
+    pool_ids = ids.take(keep)
+    pool_payloads = NoPayloads(len(keep)) if lean else [payloads.get(pid, {}) for pid in pool_ids]
     uncertainty = None
     if cfg.predictions and any(s.input == "uncertainty" for s in cfg.steps):
         pred = load_predictions(cfg.predictions, cfg.uncertainty)
@@ -245,17 +261,17 @@ def run_selection(
         rows = match_predictions(pred, all_ids,
                                  [payloads[i].get("path") for i in all_ids],
                                  [payloads[i].get("relpath") for i in all_ids])
-        where_in_pool = {pid: r for r, pid in enumerate(pool_ids)}
+        at = pool_ids.rows(all_ids[row] for row in rows)
         uncertainty = np.full(len(pool_ids), np.nan)
-        for score, row in zip(pred.scores, rows, strict=True):
-            r = where_in_pool.get(all_ids[row])
-            if r is not None:
-                uncertainty[r] = score
+        last = len(at) - 1 - np.unique(at[::-1], return_index=True)[1]  # a row named twice: the last score
+        last = last[at[last] >= 0]
+        uncertainty[at[last]] = np.asarray(pred.scores, dtype=np.float64)[last]
     query = None
     if cfg.similar_to or cfg.text:
         parts = []
         if cfg.similar_to:
-            qids = resolve_query_ids(cfg.similar_to, ids, payloads)
+            # every vector's id is a point of `payloads` (payload is written first): no N-id set
+            qids = resolve_query_ids(cfg.similar_to, [], payloads)
             parts.append(store.get_vectors(collection, enc, qids))
         if cfg.text:
             parts.append(text_queries(store.encoders(collection)[enc], cfg.text, dev))
@@ -268,11 +284,10 @@ def run_selection(
     sel = select(pool, cfg, budget, device=dev, log=say, engine=engine)
     if cfg.balance is not None and "group" in sel.columns:
         _balanced_order(sel)
-    picked = [pool_ids[i] for i in sel.indices]
-    if lean:  # the picks' paths, from one streaming scan (memory: the picks, not the pool)
-        want = set(picked)
-        for batch in store.scan_payload(collection, fields=["path"]):
-            payloads.update((pid, {**payloads.get(pid, {}), **p}) for pid, p in batch if pid in want)
+    picked = pool_ids.strings(sel.indices)  # Python strings for the picks only
+    if lean:  # the picks' paths, fetched by id (memory: the picks, not the pool's payload pages)
+        payloads.update((pid, {**payloads.get(pid, {}), **p})
+                        for pid, p in store.payloads_of(collection, picked, ["path"]).items())
 
     rows = _manifest_rows(picked, sel, payloads, rnd, name)
     paths = manifest_paths(out, out_dir, collection, name, dry_run)

@@ -180,6 +180,12 @@ class Store(ABC):
             out.update(batch)
         return out
 
+    def payloads_of(self, collection: str, ids: list[str], fields: list[str] | None = None) -> dict[str, Payload]:
+        """Payloads of the given points (unknown ids are left out). This default scans the collection;
+        the backends fetch by id, so a few picks never map every payload page of a large pool."""
+        want = set(ids)
+        return {pid: p for batch in self.scan_payload(collection, fields=fields) for pid, p in batch if pid in want}
+
     def ids_where(self, collection: str, where: list[Condition] | None) -> set[str]:
         """Ids of the points matching `where` (no payload fields are fetched)."""
         return {pid for batch in self.scan_payload(collection, where, fields=[]) for pid, _ in batch}

@@ -2,8 +2,9 @@
 
 Why: `load_vectors` returns one Python string per vector (~90 bytes each with the list), alive while
 the matrix is filled: ~0.9 GiB at 10M points, at the moment the memory peaks. On the embedded store
-with a sealed cache the ids are built straight from the cache's 16-byte UUIDs, a block at a time;
-any other case (a filter, a server store, an unsealed cache) reads through `load_vectors` as before.
+the ids are built straight from the cache's 16-byte UUIDs, a block at a time (a `where` filter is
+applied by sorted lookup, batch by batch); a server store reads through `load_vectors`.
+Two shapes: StringDType (dedup) and `IdColumn` (fixed-width bytes: select, slice; sorted lookups).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from numpy.dtypes import StringDType
 
 from curate.store.base import Store
 from curate.store.filters import Condition
+from curate.store.idcolumn import IdColumn
 from curate.store.resident import resident_dtype
 
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -32,9 +34,9 @@ def give_back_freed() -> None:
         pass
 
 
-def uuid_column(raw: np.ndarray) -> np.ndarray:
-    """Canonical UUID strings of 16-byte rows as a StringDType array (no Python string per row)."""
-    out = np.empty(len(raw), dtype=StringDType())
+def uuid_text(raw: np.ndarray) -> np.ndarray:
+    """Canonical UUID strings of 16-byte rows as one 'S36' array (no Python string per row)."""
+    out = np.empty(len(raw), dtype="S36")
     keep = np.setdiff1d(np.arange(36), DASHES)
     for s in range(0, len(raw), BLOCK):
         r = raw[s : s + BLOCK]
@@ -42,8 +44,23 @@ def uuid_column(raw: np.ndarray) -> np.ndarray:
         digits[:, 0::2], digits[:, 1::2] = HEX[r >> 4], HEX[r & 15]
         text = np.full((len(r), 36), ord("-"), dtype=np.uint8)
         text[:, keep] = digits
-        out[s : s + len(r)] = text.view("S36").ravel().astype(StringDType())
+        out[s : s + len(r)] = text.view("S36").ravel()
     return out
+
+
+def uuid_column(raw: np.ndarray) -> np.ndarray:
+    """Canonical UUID strings of 16-byte rows as a StringDType array (no Python string per row)."""
+    out = np.empty(len(raw), dtype=StringDType())
+    for s in range(0, len(raw), BLOCK):
+        out[s : s + BLOCK] = uuid_text(raw[s : s + BLOCK]).astype(StringDType())
+    return out
+
+
+def _sorted_rows(store: Store, collection: str, encoder: str, where: list[Condition] | None):
+    """The embedded store's (16-byte ids sorted, cache rows, cache) read, or None for another backend."""
+    from curate.store.edge import EdgeStore
+
+    return store.sorted_cache_rows(collection, encoder, where) if isinstance(store, EdgeStore) else None
 
 
 def load_resident_columnar(
@@ -53,18 +70,32 @@ def load_resident_columnar(
     n = store.count_vectors(collection, encoder)
     dim = int(store.encoders(collection)[encoder]["dim"])
     dtype = resident_dtype(n, dim)
-    from curate.store.edge import EdgeStore
-    from curate.store.vector_cache import id_order
-
-    if isinstance(store, EdgeStore) and not where and (collection, encoder) not in store._reseal:
-        cache = store._cache(collection, encoder)
-        sealed = cache.load_sealed()
-        if sealed is not None:
-            raw_ids, src = sealed
-            order = id_order(raw_ids)
-            ids, src = uuid_column(raw_ids[order]), src[order]
-            del raw_ids, order, sealed
-            give_back_freed()  # the id read's temporaries, before the matrix is filled
-            return ids, cache.gather(src, dtype)
+    read = _sorted_rows(store, collection, encoder, where)
+    if read is not None:
+        raw_ids, src, cache = read
+        ids = uuid_column(raw_ids)
+        del raw_ids, read
+        give_back_freed()  # the id read's temporaries, before the matrix is filled
+        return ids, cache.gather(src, dtype)
     ids_list, matrix = store.load_vectors(collection, encoder, where, dtype=dtype)
     return np.array(ids_list, dtype=StringDType()), matrix
+
+
+def load_id_column(
+    store: Store, collection: str, encoder: str, where: list[Condition] | None = None
+) -> tuple[IdColumn, np.ndarray]:
+    """(ids as a sorted `IdColumn`, matrix in the resident dtype): `load_resident` without one Python
+    string per vector. On the embedded store the column is built from the cache's 16-byte ids (36
+    bytes a row); another backend's id list is converted (and dropped) before the caller goes on."""
+    n = store.count_vectors(collection, encoder)
+    dim = int(store.encoders(collection)[encoder]["dim"])
+    dtype = resident_dtype(n, dim)
+    read = _sorted_rows(store, collection, encoder, where)
+    if read is not None:
+        raw_ids, src, cache = read
+        ids = IdColumn(uuid_text(raw_ids), check=False)  # sorted by sorted_cache_rows
+        del raw_ids, read
+        give_back_freed()
+        return ids, cache.gather(src, dtype)
+    ids_list, matrix = store.load_vectors(collection, encoder, where, dtype=dtype)
+    return IdColumn.from_strings(ids_list), matrix

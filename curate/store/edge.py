@@ -323,6 +323,15 @@ class EdgeStore(Store):
     ) -> tuple[list[str], np.ndarray]:
         """Read through the validated raw-array cache (rebuilt from the shard when stale), out of core:
         only the wanted rows are copied, once, straight into the sorted matrix of `dtype`."""
+        raw_ids, src, cache = self.sorted_cache_rows(collection, encoder, where)
+        return uuid_strings(raw_ids), cache.gather(src, dtype)
+
+    def sorted_cache_rows(
+        self, collection: str, encoder: str, where: list[Condition] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, VectorCache]:
+        """(16-byte ids [n,16] sorted as their strings sort, each id's row in the cache file, the cache):
+        the read behind `load_vectors`, before any Python string is made. `where` keeps the matching
+        points, found by sorted lookup batch by batch (no set of N ids)."""
         cache = self._cache(collection, encoder)
         sealed = None if (collection, encoder) in self._reseal else cache.load_sealed()
         raw_ids, src = sealed if sealed is not None else cache.load(
@@ -330,13 +339,17 @@ class EdgeStore(Store):
             lambda ids: self.get_vectors(collection, encoder, ids),
             lambda: self.iter_vectors(collection, encoder),
         )
-        if where:
-            keep = self.ids_where(collection, where)
-            keep_bytes = {bytes(b) for b in uuid_bytes(sorted(keep))} if keep else set()
-            mask = np.fromiter((bytes(r) in keep_bytes for r in raw_ids), dtype=bool, count=len(raw_ids))
-            raw_ids, src = raw_ids[mask], src[mask]
         order = id_order(raw_ids)
-        return uuid_strings(raw_ids[order]), cache.gather(src[order], dtype)
+        raw_ids, src = raw_ids[order], src[order]
+        if where:
+            keys = raw_ids.view("S16").ravel()  # fixed-width bytes: memcmp order, the order just sorted
+            keep = np.zeros(len(keys), dtype=bool)
+            for batch in self.scan_payload(collection, where, fields=[]):
+                want = uuid_bytes([pid for pid, _ in batch]).view("S16").ravel()
+                pos = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+                keep[pos[keys[pos] == want] if len(keys) else pos[:0]] = True
+            raw_ids, src = raw_ids[keep], src[keep]
+        return raw_ids, src, cache
 
     def set_payload(self, collection: str, ids: list[str], payload: Payload) -> None:
         self._check_writable("set payload tags")
@@ -429,6 +442,15 @@ class EdgeStore(Store):
         for part in chunks(list(ids), 10_000):
             found.update(str(r.id) for r in shard.retrieve(part, with_payload=False, with_vector=False))
         return found
+
+    def payloads_of(self, collection: str, ids: list[str], fields: list[str] | None = None) -> dict[str, Payload]:
+        shard = self._points(collection)
+        with_payload: bool | list[str] = True if fields is None else (list(fields) or False)
+        out: dict[str, Payload] = {}
+        for part in chunks(list(ids), 10_000):
+            out.update((str(r.id), dict(r.payload or {}))
+                       for r in shard.retrieve(part, with_payload=with_payload, with_vector=False))
+        return out
 
     def scan_payload(
         self,

@@ -306,6 +306,15 @@ class RemoteStore(Store):
             found.update(str(r.id) for r in recs)
         return found
 
+    def payloads_of(self, collection: str, ids: list[str], fields: list[str] | None = None) -> dict[str, Payload]:
+        with_payload: bool | list[str] = True if fields is None else (list(fields) or False)
+        out: dict[str, Payload] = {}
+        for part in chunks(list(ids), 5_000):
+            recs = self._retry(lambda p=part: self.client.retrieve(collection, ids=p, with_payload=with_payload,
+                                                                   with_vectors=False))
+            out.update((str(r.id), dict(r.payload or {})) for r in recs)
+        return out
+
     def scan_payload(
         self,
         collection: str,
