@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from curate.select.compose import Pool, canonical_order
 from curate.select.config import SelectionConfig, shorthand
 from curate.select.run import run_selection
 from curate.slices import SliceRequest, build_slice
@@ -43,6 +44,18 @@ def test_id_column_lookups_equal_python_on_short_long_and_unicode_ids():
         col.take(np.array([3, 1]))
     empty = IdColumn.from_strings([])
     assert len(empty) == 0 and empty.rows(["a"]).tolist() == [-1] and list(empty) == []
+
+
+def test_canonical_order_of_an_id_column_equals_the_list_path():
+    ids = sorted(set(WORDS))
+    X = np.random.default_rng(0).standard_normal((len(ids), 4)).astype(np.float32)
+    n = len(ids)
+
+    def pool(i):  # noqa: ANN001, ANN202
+        return Pool(X, np.ones(n, bool), np.zeros(n, bool), [{} for _ in ids], ids=i)
+
+    assert canonical_order(pool(IdColumn.from_strings(ids))).tolist() == canonical_order(pool(ids)).tolist()
+    assert canonical_order(pool(ids)).tolist() == list(range(n))
 
 
 def test_id_column_lookups_on_many_long_ids_in_blocks(monkeypatch):

@@ -47,6 +47,7 @@ from curate.select.typicality import (
     n_clusters_for,
     typiclust_select,
 )
+from curate.store.idcolumn import IdColumn
 
 
 def resolve_auto(n_centers: int, budget: int) -> str:
@@ -145,6 +146,8 @@ def canonical_order(pool: Pool) -> np.ndarray:
     if pool.ids is not None:
         if len(pool.ids) != n:
             raise ValueError(f"pool has {n} vectors but {len(pool.ids)} ids")
+        if isinstance(pool.ids, IdColumn):  # sorted and unique by construction: no per-id decode
+            return np.arange(n)
         if all(a < b for a, b in itertools.pairwise(map(str, pool.ids))):  # store reads come sorted:
             return np.arange(n)  # no N-string array, no argsort, and `_permuted` skips its copy
         ids = np.asarray([str(i) for i in pool.ids])
