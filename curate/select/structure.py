@@ -48,18 +48,18 @@ def cluster_structure(X: np.ndarray, *, ks: tuple[int, ...] = KS, rows: int = RO
     ks = tuple(k for k in ks if k * MIN_PER_CLUSTER <= min(n, rows))
     if not ks:
         return float("nan")
-    rng = np.random.default_rng(seed)
-    x = np.asarray(X[np.sort(rng.choice(n, size=rows, replace=False))] if n > rows else X, dtype=np.float64)
-    if x.shape[1] > dims:
-        x = x @ rng.standard_normal((x.shape[1], dims)) / np.sqrt(dims)
-    x = _unit(x)
-    # a Gaussian with the sample's mean and covariance (eigendecomposition of the <= DIMS x DIMS covariance)
-    mean = x.mean(axis=0, dtype=np.float64)
-    var, vec = np.linalg.eigh(np.cov(x, rowvar=False))
-    ref = _unit(mean + rng.standard_normal(x.shape) * np.sqrt(np.clip(var, 0, None)) @ vec.T)
     cpu = torch.device("cpu")  # a few hundred KB: no device transfer is worth it
-    gaps = []
-    with one_thread(cpu):
+    with one_thread(cpu):  # every product here is tiny (the covariance too): threads only wait
+        rng = np.random.default_rng(seed)
+        x = np.asarray(X[np.sort(rng.choice(n, size=rows, replace=False))] if n > rows else X, dtype=np.float64)
+        if x.shape[1] > dims:
+            x = x @ rng.standard_normal((x.shape[1], dims)) / np.sqrt(dims)
+        x = _unit(x)
+        # a Gaussian with the sample's mean and covariance (eigendecomposition of the <= DIMS x DIMS covariance)
+        mean = x.mean(axis=0, dtype=np.float64)
+        var, vec = np.linalg.eigh(np.cov(x, rowvar=False))
+        ref = _unit(mean + rng.standard_normal(x.shape) * np.sqrt(np.clip(var, 0, None)) @ vec.T)
+        gaps = []
         for k in ks:
             score = []
             for v in (x, ref):
