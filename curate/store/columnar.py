@@ -10,6 +10,8 @@ Two shapes: StringDType (dedup) and `IdColumn` (fixed-width bytes: select, slice
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from numpy.dtypes import StringDType
@@ -18,6 +20,8 @@ from curate.store.base import Store
 from curate.store.filters import Condition
 from curate.store.idcolumn import IdColumn
 from curate.store.resident import resident_dtype
+
+T = TypeVar("T")
 
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 DASHES = (8, 13, 18, 23)  # positions of "-" in a canonical UUID string
@@ -63,39 +67,38 @@ def _sorted_rows(store: Store, collection: str, encoder: str, where: list[Condit
     return store.sorted_cache_rows(collection, encoder, where) if isinstance(store, EdgeStore) else None
 
 
-def load_resident_columnar(
-    store: Store, collection: str, encoder: str, where: list[Condition] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ids as StringDType, matrix in the resident dtype), sorted by id: `load_resident`'s result."""
+def _load(store: Store, collection: str, encoder: str, where: list[Condition] | None,
+          from_raw: Callable[[np.ndarray], T], from_list: Callable[[list[str]], T]) -> tuple[T, np.ndarray]:
+    """(ids, the matrix in the resident dtype), sorted by id: the one read behind both column
+    loaders below. The embedded store's 16-byte ids become the column (`from_raw`) before the matrix
+    is filled, so the read's temporaries are gone by then; another backend's id list goes through
+    `from_list` and is dropped."""
     n = store.count_vectors(collection, encoder)
     dim = int(store.encoders(collection)[encoder]["dim"])
     dtype = resident_dtype(n, dim)
     read = _sorted_rows(store, collection, encoder, where)
-    if read is not None:
-        raw_ids, src, cache = read
-        ids = uuid_column(raw_ids)
-        del raw_ids, read
-        give_back_freed()  # the id read's temporaries, before the matrix is filled
-        return ids, cache.gather(src, dtype)
-    ids_list, matrix = store.load_vectors(collection, encoder, where, dtype=dtype)
-    return np.array(ids_list, dtype=StringDType()), matrix
+    if read is None:
+        ids_list, matrix = store.load_vectors(collection, encoder, where, dtype=dtype)
+        return from_list(ids_list), matrix
+    raw_ids, src, cache = read
+    ids = from_raw(raw_ids)
+    del raw_ids, read
+    give_back_freed()  # the id read's temporaries, before the matrix is filled
+    return ids, cache.gather(src, dtype)
+
+
+def load_resident_columnar(
+    store: Store, collection: str, encoder: str, where: list[Condition] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids as StringDType, matrix in the resident dtype), sorted by id: `load_resident`'s result."""
+    return _load(store, collection, encoder, where, uuid_column, lambda ids: np.array(ids, dtype=StringDType()))
 
 
 def load_id_column(
     store: Store, collection: str, encoder: str, where: list[Condition] | None = None
 ) -> tuple[IdColumn, np.ndarray]:
     """(ids as a sorted `IdColumn`, matrix in the resident dtype): `load_resident` without one Python
-    string per vector. On the embedded store the column is built from the cache's 16-byte ids (36
-    bytes a row); another backend's id list is converted (and dropped) before the caller goes on."""
-    n = store.count_vectors(collection, encoder)
-    dim = int(store.encoders(collection)[encoder]["dim"])
-    dtype = resident_dtype(n, dim)
-    read = _sorted_rows(store, collection, encoder, where)
-    if read is not None:
-        raw_ids, src, cache = read
-        ids = IdColumn(uuid_text(raw_ids), check=False)  # sorted by sorted_cache_rows
-        del raw_ids, read
-        give_back_freed()
-        return ids, cache.gather(src, dtype)
-    ids_list, matrix = store.load_vectors(collection, encoder, where, dtype=dtype)
-    return IdColumn.from_strings(ids_list), matrix
+    string per vector (36 bytes a row for the embedded store's UUIDs)."""
+    return _load(store, collection, encoder, where,
+                 lambda raw: IdColumn(uuid_text(raw), check=False),  # sorted by sorted_cache_rows
+                 IdColumn.from_strings)
