@@ -81,7 +81,8 @@ def load(store_dir: str, dtype: str = "float32") -> None:
         held, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(f"{len(ids)} x {x.shape[1]} {x.dtype}: heap peak during {name} {peak / 2**30:.3f} GiB "
-              f"= {peak / x.nbytes:.2f}x the matrix; held beside the matrix after: {(held - x.nbytes) / 2**20:.1f} MiB (the ids)")
+              f"= {peak / x.nbytes:.2f}x the matrix; held beside the matrix after: "
+              f"{(held - x.nbytes) / 2**20:.1f} MiB (the ids)")
         del ids, x
         gc.collect()
     store.close()
