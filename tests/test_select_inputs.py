@@ -94,9 +94,9 @@ def test_similarity_is_max_cosine_over_queries() -> None:
     np.testing.assert_allclose(got, (X @ Q.T).max(axis=1), atol=1e-5)
     assert got[3] == pytest.approx(1.0, abs=1e-5)
     payloads = {"u1": {"path": "/p/a.jpg", "relpath": "a.jpg"}, "u2": {"path": "/p/b.jpg"}}
-    assert resolve_query_ids(["a.jpg", "u2", "/p/a.jpg"], ["u1", "u2"], payloads) == ["u1", "u2", "u1"]
+    assert resolve_query_ids(["a.jpg", "u2", "/p/a.jpg"], payloads) == ["u1", "u2", "u1"]
     with pytest.raises(QueryError, match="'nope.jpg' is not in the collection"):
-        resolve_query_ids(["nope.jpg"], ["u1"], payloads)
+        resolve_query_ids(["nope.jpg"], payloads)
 
 
 def test_config_file_and_shorthands(tmp_path) -> None:

@@ -270,8 +270,7 @@ def run_selection(
     if cfg.similar_to or cfg.text:
         parts = []
         if cfg.similar_to:
-            # every vector's id is a point of `payloads` (payload is written first): no N-id set
-            qids = resolve_query_ids(cfg.similar_to, [], payloads)
+            qids = resolve_query_ids(cfg.similar_to, payloads)
             parts.append(store.get_vectors(collection, enc, qids))
         if cfg.text:
             parts.append(text_queries(store.encoders(collection)[enc], cfg.text, dev))

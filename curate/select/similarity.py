@@ -31,11 +31,9 @@ def max_similarity(X: np.ndarray, queries: np.ndarray, *, device: str | torch.de
     return sims[:, 0].astype(np.float32)
 
 
-def resolve_query_ids(
-    refs: list[str], ids: list[str], payloads: dict[str, dict[str, Any]]
-) -> list[str]:
-    """Map query references (point ids, absolute or relative paths) to point ids."""
-    known = set(ids) | set(payloads)
+def resolve_query_ids(refs: list[str], payloads: dict[str, dict[str, Any]]) -> list[str]:
+    """Map query references (point ids, absolute or relative paths) to point ids. Every point has a
+    payload (it is written before the vector), so `payloads` names them all."""
     by_path: dict[str, str] = {}
     for pid, p in payloads.items():
         for key in ("relpath", "path"):
@@ -43,7 +41,7 @@ def resolve_query_ids(
                 by_path[str(p[key])] = pid
     out = []
     for ref in refs:
-        if ref in known:
+        if ref in payloads:
             out.append(ref)
         elif ref in by_path:
             out.append(by_path[ref])
