@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,29 +120,28 @@ def map_fields(encoder: str) -> tuple[str, str]:
     return f"map_{slug}_x", f"map_{slug}_y"
 
 
+def _coordinate_batches(store: Store, collection: str, encoder: str) -> Iterator[list[tuple[str, float, float]]]:
+    """The coordinates already in the store for this encoder, one scan batch at a time: (id, x, y)."""
+    fx, fy = map_fields(encoder)
+    for batch in store.scan_payload(collection, fields=[fx, fy]):
+        yield [(pid, float(p[fx]), float(p[fy])) for pid, p in batch
+               if p.get(fx) is not None and p.get(fy) is not None]
+
+
 def stored_coordinates(store: Store, collection: str, encoder: str) -> dict[str, tuple[float, float]]:
     """Coordinates already in the store for this encoder: id -> (x, y)."""
-    fx, fy = map_fields(encoder)
-    out: dict[str, tuple[float, float]] = {}
-    for batch in store.scan_payload(collection, fields=[fx, fy]):
-        for pid, p in batch:
-            x, y = p.get(fx), p.get(fy)
-            if x is not None and y is not None:
-                out[pid] = (float(x), float(y))
-    return out
+    return {pid: (x, y) for got in _coordinate_batches(store, collection, encoder) for pid, x, y in got}
 
 
 def _stored_rows(store: Store, collection: str, encoder: str, ids: IdColumn) -> tuple[np.ndarray, np.ndarray]:
     """(mask of the rows of `ids` with stored coordinates, their (x, y) [N, 2] float32): one streaming
     scan into row arrays, not an id -> (x, y) dict of the pool."""
-    fx, fy = map_fields(encoder)
     placed, xy = np.zeros(len(ids), bool), np.zeros((len(ids), 2), np.float32)
-    for batch in store.scan_payload(collection, fields=[fx, fy]):
-        got = [(pid, p[fx], p[fy]) for pid, p in batch if p.get(fx) is not None and p.get(fy) is not None]
+    for got in _coordinate_batches(store, collection, encoder):
         rows = ids.rows(pid for pid, _, _ in got)
         ok = rows >= 0
         placed[rows[ok]] = True
-        xy[rows[ok]] = np.array([(float(x), float(y)) for _, x, y in got], dtype=np.float32).reshape(-1, 2)[ok]
+        xy[rows[ok]] = np.array([(x, y) for _, x, y in got], dtype=np.float32).reshape(-1, 2)[ok]
     return placed, xy
 
 
