@@ -301,18 +301,18 @@ def table(results: dict, key: str, model: str) -> str:
     res = results[key]
     head = "| strategy | " + " | ".join(f"{b}" for b in BUDGETS) + " |"
     lines = [head, "|---|" + "---|" * len(BUDGETS)]
-    rand = {b: np.mean(res["random"][str(b)][model]) for b in BUDGETS} if "random" in res else None
+    rand = "random" in res
     ref = res.get("typiclust-ref")
     for s in res:
         cells = []
         for b in BUDGETS:
             a = np.asarray(res[s][str(b)][model]) * 100
             cell = f"{a.mean():.1f} ± {a.std():.1f}"
-            if s != "random" and rand is not None:
-                delta = a.mean() - rand[b] * 100
+            if s != "random" and rand:
+                delta, half = paired_difference(res[s][str(b)][model], res["random"][str(b)][model])
                 cell += f" ({delta:+.1f})"
                 if delta < 0:
-                    cell = f"_{cell}_"
+                    cell = f"_{cell}_" + (" ↓" if delta + half < 0 else "")
             if s == "auto" and ref is not None and b <= 50 and a.mean() < np.mean(ref[str(b)][model]) * 100:
                 cell += " ‡"
             cells.append(cell)
@@ -320,27 +320,47 @@ def table(results: dict, key: str, model: str) -> str:
     return "\n".join(lines)
 
 
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean difference a - b in points over the splits, paired by split (both strategies saw the same
+    pool and test set), and the half-width of its 95% confidence interval (Student's t, splits - 1
+    degrees of freedom; NaN with one split). Each split's value is already a mean over draws."""
+    from scipy import stats
+
+    d = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) * 100
+    if len(d) < 2:
+        return float(d.mean()), float("nan")
+    return float(d.mean()), float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _losses(res: dict, other: str, budgets: list[int]) -> tuple[list[str], int, int]:
+    """auto's cells below `other`: their labels with the difference and its 95% CI, how many cells
+    were compared, and how many of the losses are significant (the CI excludes 0)."""
+    lost, n, significant = [], 0, 0
+    for m in MODELS:
+        for b in budgets:
+            n += 1
+            diff, half = paired_difference(res["auto"][str(b)][m], res[other][str(b)][m])
+            if diff < 0:
+                sig = diff + half < 0
+                significant += sig
+                lost.append(f"{m} @{b} {diff:+.1f} ± {half:.1f}{' (significant)' if sig else ''}")
+    return lost, n, significant
+
+
 def summary(results: dict) -> str:
-    """The issue's targets, counted: auto vs random in every cell, auto vs typiclust-ref at <= 50."""
-    lose_rand, lose_ref, n_cells, n_ref = [], [], 0, 0
+    """The issue's targets, counted per dataset: auto vs random in every cell, auto vs typiclust-ref
+    at budgets <= 50; each loss with its split-paired 95% CI, so noise and a real loss read apart."""
+    lines = []
     for key, res in results.items():
         if "auto" not in res:
             continue
-        for m in MODELS:
-            for b in BUDGETS:
-                a = np.mean(res["auto"][str(b)][m])
-                n_cells += 1
-                if "random" in res and a < np.mean(res["random"][str(b)][m]):
-                    lose_rand.append(f"{key} {m} @{b}")
-                if "typiclust-ref" in res and b <= 50:
-                    n_ref += 1
-                    r = np.mean(res["typiclust-ref"][str(b)][m])
-                    if a < r:
-                        lose_ref.append(f"{key} {m} @{b} ({(a - r) * 100:+.1f})")
-    return (f"auto below random (mean of seeds) in {len(lose_rand)} of {n_cells} cells"
-            + (f": {', '.join(lose_rand)}" if lose_rand else "")
-            + f"; auto below typiclust-ref at budgets <= 50 in {len(lose_ref)} of {n_ref} cells"
-            + (f": {', '.join(lose_ref)}" if lose_ref else ""))
+        for other, budgets in (("random", BUDGETS), ("typiclust-ref", [b for b in BUDGETS if b <= 50])):
+            if other not in res:
+                continue
+            lost, n, sig = _losses(res, other, budgets)
+            lines.append(f"{key}: auto below {other} in {len(lost)} of {n} cells, {sig} of them significant"
+                         + (f" ({'; '.join(lost)})" if lost else ""))
+    return "\n".join(lines)
 
 
 def print_tables(results: dict, header: str) -> None:
@@ -388,6 +408,7 @@ def main() -> None:
                  f"`python {' '.join(sys.argv)}`; {time.perf_counter() - t:.0f} s. Test accuracy in %, mean ± std "
                  f"over {args.seeds} seeds ({args.draws} selection draw(s) per seed, random "
                  f"{max(args.draws, RANDOM_DRAWS)}), (difference to random in points); _italic_ = below random; "
+                 "↓ = below random and the split-paired 95% CI of the difference excludes 0; "
                  "‡ = auto below typiclust-ref at a budget <= 50.")
 
 
