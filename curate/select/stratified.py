@@ -11,6 +11,9 @@ so no region is missed or doubled by luck. (One image per cluster, which the bra
 over-represents small compact clusters: on the textile photos it lost the pixel models' cells to
 random; BENCHMARKS.md, label efficiency.)
 
+Labeled and already picked images are not candidates and do not otherwise change the sample: in a
+later round it is a spread uniform sample of what is still unlabeled, as random's would be.
+
 The picks are returned round by round (every cluster's first pick, in cluster order, then every
 second pick, ...), so any prefix of the manifest is itself spread over the clusters.
 """
