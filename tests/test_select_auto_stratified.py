@@ -1,6 +1,6 @@
 """`auto` at typicality budgets: the most typical image per k-means cluster when the pool has
-cluster structure, a seeded random sample spread evenly over the clusters (a systematic stratified
-sample, `curate.select.stratified`) when it does not (issue 8, textile), decided the same way at every budget (`structure.cluster_structure`: k-means
+cluster structure, a seeded random image per cluster (a stratified sample) when it does not (issue
+8, textile), decided the same way at every budget (`structure.cluster_structure`: k-means
 silhouettes of a sample against a Gaussian reference's). `cluster_separation` is checked against the
 simplified silhouette written out in numpy."""
 
@@ -15,9 +15,8 @@ import torch
 
 from curate.select.compose import Pool, select
 from curate.select.config import AUTO_STRUCTURE_MIN, SelectionConfig, shorthand
-from curate.select.stratified import stratified_select
 from curate.select.structure import cluster_structure
-from curate.select.typicality import cluster_pool, cluster_separation, n_clusters_for
+from curate.select.typicality import cluster_pool, cluster_separation, n_clusters_for, typiclust_select
 
 CPU = torch.device("cpu")
 
@@ -122,19 +121,20 @@ def test_auto_keeps_the_most_typical_image_when_clusters_separate() -> None:
     assert auto.indices.tolist() == typ.indices.tolist()
 
 
-def test_auto_takes_a_spread_random_sample_without_structure() -> None:
+def test_auto_takes_a_random_image_per_cluster_without_structure() -> None:
     X, budget, seed = _sphere(300, 16, 6), 12, 3
     pool = _pool(X)
     sel = select(pool, _cfg("auto", seed=seed), budget, device=CPU)
     assert sel.strategy == "auto->stratified"
     assert any("separate no better than in structure-free data" in m for m in sel.messages)
-    # reference: the same clusters, a systematic sample over them (curate.select.stratified)
+    # reference: the same clusters and coverage order, the seeded random score in place of typicality
     cl = cluster_pool(X, n_clusters_for(300, 0, budget), k=5, seed=seed, device="cpu")
-    ref, ref_cl = stratified_select(cl.labels, budget, candidates=np.ones(300, bool), seed=seed)
+    score = 1.0 - np.random.default_rng(seed).random(300)
+    ref, ref_cl = typiclust_select(cl.labels, score, budget, candidates=np.ones(300, bool), centers=np.zeros(300, bool))
     assert sel.indices.tolist() == ref.tolist()
     assert sel.columns["cluster"].tolist() == ref_cl.tolist()
-    assert np.isfinite(sel.columns["typicality"]).all()  # the manifest still reports the picks' typicality
-    # not typicality's picks, and a different seed draws a different sample
+    assert len(set(ref_cl.tolist())) == budget  # one image per cluster
+    # not typicality's picks, and a different seed draws different members of the same clusters
     assert sel.indices.tolist() != select(pool, _cfg("typicality", seed=seed), budget, device=CPU).indices.tolist()
     other = select(pool, _cfg("auto", seed=seed + 1), budget, device=CPU)
     assert other.indices.tolist() != sel.indices.tolist()

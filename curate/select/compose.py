@@ -13,11 +13,10 @@ need no normalization, only to be >= 0: similarity enters as (1 + cos) / 2.
 `--strategy auto` (the default) resolves by budget; see `resolve_auto`. Where it resolves to
 typicality on a pool without cluster structure (`structure.cluster_structure` below
 AUTO_STRUCTURE_MIN: its k-means clusters separate no better than a Gaussian reference's, whatever
-the budget), it keeps TypiClust's clusters but takes a seeded random sample spread evenly over them
-("auto->stratified", `stratified.py`): without cluster structure the most typical image is no
-better a representative than any member, and a sample that is uniform overall keeps random's
-class shares while no cluster is missed or doubled by luck (measured in BENCHMARKS.md, label
-efficiency).
+the budget), it keeps TypiClust's clusters and coverage order but takes a seeded random image of
+each cluster ("auto->stratified"): without cluster structure the most typical image is no better a
+representative than any member, and a random one varies with the seed instead of repeating one
+cluster solution's accident (measured in BENCHMARKS.md, label efficiency).
 
 Row order never matters: `select` first puts the rows in a canonical order (by id when the pool has
 ids, else by a hash of each vector's bytes), runs there, and maps the picks back. So every seeded
@@ -41,7 +40,6 @@ from curate.select.config import AUTO_STRUCTURE_MIN, AUTO_TYPICALITY_MAX, Select
 from curate.select.density import knn_density
 from curate.select.kcenter import kcenter_select
 from curate.select.similarity import max_similarity
-from curate.select.stratified import stratified_select
 from curate.select.structure import cluster_structure
 from curate.select.typicality import (
     Clustering,
@@ -294,24 +292,20 @@ def _select(
         idx, columns = _active_procedure(proc.type, pool, cfg, cand, weight, budget, groups, quotas, device)
     elif proc is not None:
         cl = inputs.clusters()
-        stratified = False  # typicality is computed only where it ranks (auto->stratified never needs it all)
+        within = None  # typicality, computed only where it ranks (auto->stratified never needs it all)
         if choice == "typicality":
             structure = cluster_structure(pool.X)
-            stratified = bool(structure < AUTO_STRUCTURE_MIN)  # NaN (a pool too small to judge) keeps typicality
-            if stratified:
+            if structure < AUTO_STRUCTURE_MIN:  # NaN (a pool too small to judge) keeps typicality
+                within = 1.0 - np.random.default_rng(cfg.seed).random(len(pool.X))  # in (0, 1]
                 label = label.replace("auto->typicality", "auto->stratified", 1)
                 messages.append(f"auto: the pool's k-means clusters separate no better than in structure-free "
                                 f"data of the same spread (structure {structure:.3f} < {AUTO_STRUCTURE_MIN}), so "
-                                "a random sample spread evenly over the clusters, not their most typical images")
-        if stratified and weight is None:
-            idx, picked_clusters = stratified_select(cl.labels, budget, candidates=cand, seed=cfg.seed,
-                                                     groups=groups, quotas=quotas)
-        else:  # with weights: a weighted draw, the seeded random score times the weights, per cluster
-            within = (1.0 - np.random.default_rng(cfg.seed).random(len(pool.X)) if stratified
-                      else cl.typicality.astype(np.float64))  # random in (0, 1]
-            score = within * (1.0 if weight is None else weight)
-            idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
-                                                    groups=groups, quotas=quotas)
+                                "a random image of each cluster, not the most typical")
+        if within is None:
+            within = cl.typicality.astype(np.float64)
+        score = within * (1.0 if weight is None else weight)
+        idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
+                                                groups=groups, quotas=quotas)
         columns["cluster"] = picked_clusters
         if "typicality" not in inputs.values:  # the manifest column: the picks' values are enough
             typ = np.full(len(pool.X), np.nan)

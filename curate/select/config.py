@@ -50,7 +50,7 @@ AUTO_TYPICALITY_MAX = 100
 # ... and where auto runs typicality, the most typical image of each k-means cluster only when the
 # pool has cluster structure (structure.cluster_structure: how much more k-means clusters of a sample
 # separate than those of a Gaussian with the same covariance, best of K = 10, 20, 50; independent of
-# the budget) >= this; without it, a random sample spread evenly over the clusters (stratified.py).
+# the budget) >= this; without it, a random image of each cluster (a stratified sample) instead.
 # Measured (BENCHMARKS.md, label efficiency): textile/MobileNetV2 0.001-0.004 and Gaussian/uniform
 # noise up to 0.020; digits and MNIST (pixels, MobileNetV2) 0.068-0.181, the 200-mode synthetic pool 0.13.
 AUTO_STRUCTURE_MIN = 0.04
