@@ -263,7 +263,8 @@ def scores(idx: np.ndarray, te: np.ndarray, emb: np.ndarray, raw: np.ndarray, la
 
 
 def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[str],
-        results: dict | None = None, save: Path | None = None, draws: int = 1) -> dict:
+        results: dict | None = None, save: Path | None = None, draws: int = 1,
+        budgets: list[int] = BUDGETS) -> dict:
     """Results per "dataset/encoder" (added to `results`); written to `save` after every seed, so an
     interrupted run still leaves every finished seed readable with --tables. `draws`: selection
     seeds per split for every strategy (random: at least RANDOM_DRAWS), accuracies averaged."""
@@ -276,13 +277,13 @@ def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[s
         for enc in encoders:
             emb = embeddings(ds, enc, images)
             key = f"{ds}/{enc}"
-            results[key] = {s: {b: {m: [] for m in MODELS} for b in BUDGETS} for s in strategies}
+            results[key] = {s: {b: {m: [] for m in MODELS} for b in budgets} for s in strategies}
             t0 = time.perf_counter()
             for seed in range(seeds):
                 tr, te = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=seed)
                 memo: dict = {}
                 for strategy in strategies:
-                    for b in BUDGETS:
+                    for b in budgets:
                         per_draw = []
                         for r in range(max(draws, RANDOM_DRAWS) if strategy == "random" else draws):
                             # draw 0 uses the split's seed, so it is the single draw of earlier runs
@@ -306,14 +307,18 @@ def table(results: dict, key: str, model: str) -> str:
     for s in res:
         cells = []
         for b in BUDGETS:
+            if str(b) not in res[s]:  # a run limited with --budgets
+                cells.append("–")
+                continue
             a = np.asarray(res[s][str(b)][model]) * 100
             cell = f"{a.mean():.1f} ± {a.std():.1f}"
-            if s != "random" and rand:
+            if s != "random" and rand and str(b) in res["random"]:
                 delta, half = paired_difference(res[s][str(b)][model], res["random"][str(b)][model])
                 cell += f" ({delta:+.1f})"
                 if delta < 0:
                     cell = f"_{cell}_" + (" ↓" if delta + half < 0 else "")
-            if s == "auto" and ref is not None and b <= 50 and a.mean() < np.mean(ref[str(b)][model]) * 100:
+            if (s == "auto" and ref is not None and b <= 50 and str(b) in ref
+                    and a.mean() < np.mean(ref[str(b)][model]) * 100):
                 cell += " ‡"
             cells.append(cell)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
@@ -338,6 +343,8 @@ def _losses(res: dict, other: str, budgets: list[int]) -> tuple[list[str], int, 
     lost, n, significant = [], 0, 0
     for m in MODELS:
         for b in budgets:
+            if str(b) not in res["auto"] or str(b) not in res[other]:
+                continue
             n += 1
             diff, half = paired_difference(res["auto"][str(b)][m], res[other][str(b)][m])
             if diff < 0:
@@ -383,6 +390,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--draws", type=int, default=1, help="selection seeds per split, averaged (random: at least "
                     f"{RANDOM_DRAWS}); more draws measure a strategy's expected accuracy, not one lucky run")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="a subset of the budgets (default all)")
     ap.add_argument("--out", default=str(CACHE / "quality.json"))
     ap.add_argument("--tables", nargs="*", help="print the tables of saved result files and exit")
     args = ap.parse_args()
@@ -402,7 +410,8 @@ def main() -> None:
     with threadpool_limits(1):
         results: dict = {}
         for d, e in pairs:
-            run([d], [e], args.seeds, args.strategies.split(","), results, save=out, draws=args.draws)
+            run([d], [e], args.seeds, args.strategies.split(","), results, save=out, draws=args.draws,
+                budgets=[int(b) for b in args.budgets.split(",")])
     results = json.loads(out.read_text())  # budgets as string keys, as when read back
     print_tables(results, f"\nMachine: {cpu_name()}, 1 thread; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; "
                  f"`python {' '.join(sys.argv)}`; {time.perf_counter() - t:.0f} s. Test accuracy in %, mean ± std "
