@@ -87,6 +87,9 @@ def ray_cluster():
     ~4 s here). Yields its address, so subprocesses (`curate ... --address ADDR`) can join it; the
     test process itself stays connected, so in-process CLI calls reuse the connection."""
     ray = pytest.importorskip("ray")
+    # Ray's memory monitor kills workers once the whole machine passes 95% memory: on a shared
+    # developer machine another process's 12 GiB failed two tests whose own data are kilobytes
+    os.environ.setdefault("RAY_memory_usage_threshold", "0.99")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray.get_runtime_context().gcs_address
