@@ -370,6 +370,21 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def difference_table(res: dict, a: str, b: str) -> str:
+    """Rows = models, columns = the budgets both strategies ran: the split-paired difference a - b in
+    points ± the half-width of its 95% CI, in bold where the CI excludes 0 on the losing side."""
+    budgets = [x for x in BUDGETS if str(x) in res[a] and str(x) in res[b]]
+    lines = ["| model | " + " | ".join(map(str, budgets)) + " |", "|---|" + "---|" * len(budgets)]
+    for m in MODELS:
+        cells = []
+        for x in budgets:
+            diff, half = paired_difference(res[a][str(x)][m], res[b][str(x)][m])
+            cell = f"{diff:+.1f} ± {half:.1f}"
+            cells.append(f"**{cell}**" if diff + half < 0 else cell)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def print_tables(results: dict, header: str) -> None:
     print(header)
     for key in results:
@@ -377,6 +392,10 @@ def print_tables(results: dict, header: str) -> None:
         for m, what in MODELS.items():
             print(f"\n**{ds}, subsets chosen on {enc} embeddings — {what}**\n")
             print(table(results, key, m))
+        for other in ("random", "typiclust-ref"):
+            if "auto" in results[key] and other in results[key]:
+                print(f"\n**{ds}/{enc}: auto - {other}, points ± 95% CI (split-paired); bold: a significant loss**\n")
+                print(difference_table(results[key], "auto", other))
     print("\n" + summary(results))
 
 
