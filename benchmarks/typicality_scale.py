@@ -200,6 +200,36 @@ def print_tables(res: dict) -> None:
                 delta, half = paired_difference(acc.tolist(), ref.tolist())
                 cells.append(f"{acc.mean() * 100:.1f} ({delta:+.1f} ± {half:.1f}) | {np.mean(row[b]['pct']) * 100:.1f}")
             print(f"| {name} | " + " | ".join(cells) + " |")
+    compare(res)
+
+
+def compare(res: dict, new: str = "curate", old: str = "old") -> None:
+    """`new` - `old` (mean of the 4 models, split-paired 95% CI) per pool and sample size, and how many
+    per-model cells each is significantly below `exact` (the CI of the difference excludes 0)."""
+    refs = sorted({int(name.split("@")[1]) for rows in res.values() for name in rows if name.startswith(f"{new}@")})
+    if not refs:
+        return
+    budgets = list(next(iter(res.values()))["exact"])
+    print(f"\n**{new} - {old}**, accuracy points, mean of the 4 models (split-paired 95% CI)\n")
+    print("| pool | sampled mates | " + " | ".join(f"budget {b}" for b in budgets) + " |")
+    print("|---|---|" + "---|" * len(budgets))
+    below = {new: 0, old: 0}
+    cells = 0
+    for key, rows in res.items():
+        for r in refs:
+            out = []
+            for b in budgets:
+                a, o = (np.mean([rows[f"{v}@{r}"][b][m] for m in MODELS], axis=0).tolist() for v in (new, old))
+                delta, half = paired_difference(a, o)
+                out.append(f"{delta:+.1f} ± {half:.1f}")
+                for m in MODELS:
+                    cells += 1
+                    for v in below:
+                        d, h = paired_difference(rows[f"{v}@{r}"][b][m], rows["exact"][b][m])
+                        below[v] += d + h < 0
+            print(f"| {key} | {r} | " + " | ".join(out) + " |")
+    print(f"\nSignificantly below exact (of {cells} pool x sample x budget x model cells): "
+          + ", ".join(f"{v} {n}" for v, n in below.items()))
 
 
 def main() -> None:
