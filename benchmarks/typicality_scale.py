@@ -201,6 +201,26 @@ def print_tables(res: dict) -> None:
                 cells.append(f"{acc.mean() * 100:.1f} ({delta:+.1f} ± {half:.1f}) | {np.mean(row[b]['pct']) * 100:.1f}")
             print(f"| {name} | " + " | ".join(cells) + " |")
     compare(res)
+    overview(res)
+
+
+def overview(res: dict, budgets: tuple[str, ...] = ("10", "20")) -> None:
+    """Every variant against exact at the smallest and largest sample, budgets 10 and 20, one line each."""
+    names = list(next(iter(res.values())))
+    refs = sorted({int(n.split("@")[1]) for n in names if "@" in n})
+    for r in (refs[0], refs[-1]) if refs else ():
+        print(f"\n**Against exact, {r} sampled mates**: points, mean of the 4 models (split-paired 95% CI)\n")
+        print("| ranking | " + " | ".join(f"{k} @{b}" for k in res for b in budgets) + " |")
+        print("|---|" + "---|" * len(res) * len(budgets))
+        for v in dict.fromkeys(n.split("@")[0] for n in names if n != "exact"):
+            name = v if f"{v}@{r}" not in names else f"{v}@{r}"
+            cells = []
+            for rows in res.values():
+                for b in budgets:
+                    a, e = (np.mean([rows[x][b][m] for m in MODELS], axis=0).tolist() for x in (name, "exact"))
+                    delta, half = paired_difference(a, e)
+                    cells.append(f"{delta:+.1f} ± {half:.1f}")
+            print(f"| {v} | " + " | ".join(cells) + " |")
 
 
 def compare(res: dict, new: str = "curate", old: str = "old") -> None:

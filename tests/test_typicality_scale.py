@@ -55,12 +55,17 @@ def test_contenders_are_the_candidates_nearest_the_centroid_and_the_sampled_mate
     cand = rng.random(700) > 0.2
     got = contenders(X, labels, cand, reference_size=160, seed=4, device="cpu")
     m = np.flatnonzero(labels == 0)
-    x = _unit(X[m])
-    closeness = x @ x.sum(axis=0)
-    near = [r for r in m[np.argsort(-closeness, kind="stable")] if cand[r]][:160]
+    d2 = ((X[m].astype(np.float64) - X[m].mean(axis=0)) ** 2).sum(axis=1)  # to the members' mean
+    near = [r for r in m[np.argsort(d2, kind="stable")] if cand[r]][:160]
     mates = m[sampled_mates(500, 160, 4)]
     want = sorted(set(near) | {int(r) for r in mates if cand[r]} | set(np.flatnonzero(cand & (labels > 0)).tolist()))
     assert got.tolist() == want
+    far = np.zeros((3, 8), np.float32)  # given centroids (k-means'): nearest those instead
+    far[0] = X[m[np.argmax(d2)]]
+    got = contenders(X, labels, cand, centroids=far, reference_size=160, seed=4, device="cpu")
+    assert (m[np.argmax(d2)] in got) == bool(cand[m[np.argmax(d2)]])
+    near = [r for r in m[np.argsort(((X[m] - far[0]) ** 2).sum(axis=1), kind="stable")] if cand[r]][:160]
+    assert set(near) <= set(got.tolist()) and not set(near) <= set(want)
 
 
 def test_ranking_is_typicality_at_the_contenders_and_zero_elsewhere() -> None:

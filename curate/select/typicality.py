@@ -47,7 +47,7 @@ import torch
 from curate.device import rows_per_chunk
 from curate.select.density import DENSITY_K
 from curate.select.kmeans import kmeans, one_thread
-from curate.select.tensors import mm_f32, resolve_device, to_storage
+from curate.select.tensors import mm_f32, resolve_device, sq_norms, to_storage
 
 MAX_CLUSTERS = 500
 MIN_CLUSTER_SIZE = 5
@@ -114,41 +114,54 @@ def sampled_mates(n_c: int, reference_size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_c, size=reference_size, replace=False))
 
 
-def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, seed: int = 0,
-               reference_size: int = REFERENCE_MATES, device: str | torch.device | None = None) -> np.ndarray:
+def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, centroids: np.ndarray | None = None,
+               seed: int = 0, reference_size: int = REFERENCE_MATES,
+               device: str | torch.device | None = None) -> np.ndarray:
     """Sorted rows worth ranking by typicality: every candidate of a cluster of up to `reference_size`
-    members; in a larger one its `reference_size` candidates nearest the centroid (cosine to the mean
-    of the unit rows, where the density peaks in a unimodal cluster) and its candidates among the
-    sampled mates (which cover every mode of a cluster in proportion to its mass)."""
+    members; in a larger one its `reference_size` candidates nearest the centroid (where the density
+    peaks in a unimodal cluster) and its candidates among the sampled mates (which cover every mode
+    of a cluster in proportion to its mass). `centroids`: k-means' (K x d); None: the members' means."""
     labels = np.asarray(labels, dtype=np.int64)
+    cand = np.asarray(candidates, bool)
     size = np.bincount(labels)
     big = size > reference_size
-    keep = np.asarray(candidates, bool) & ~big[labels]
+    keep = cand & ~big[labels]
     if not big.any():
         return np.flatnonzero(keep)
     dev = resolve_device(device)
-    lab = torch.as_tensor(labels, device=dev)
-    sums = torch.zeros((len(size), X.shape[1]), dtype=torch.float32, device=dev)
-    closeness = np.empty(len(labels), dtype=np.float32)
-    step = rows_per_chunk(X.shape[1], dev, fraction=0.05)
-    with torch.inference_mode(), one_thread(dev):  # two N x d passes: sums, then each row's dot with its own
-        for r0 in range(0, len(X), step):
-            x = torch.nn.functional.normalize(to_storage(X[r0 : r0 + step], dev).float(), dim=1)
-            sums.index_add_(0, lab[r0 : r0 + step], x)
-        for r0 in range(0, len(X), step):
-            x = torch.nn.functional.normalize(to_storage(X[r0 : r0 + step], dev).float(), dim=1)
-            closeness[r0 : r0 + step] = (x * sums[lab[r0 : r0 + step]]).sum(dim=1).cpu().numpy()
-    rows = np.flatnonzero(np.asarray(candidates, bool) & big[labels])
-    rows = rows[np.lexsort((rows, -closeness[rows].astype(np.float64), labels[rows]))]  # by cluster, nearest first
-    starts = np.searchsorted(labels[rows], labels[rows], side="left")
-    keep[rows[np.arange(len(rows)) - starts < reference_size]] = True
     order = np.argsort(labels, kind="stable")  # members in row order, as cluster_mean_distance sees them
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     for members in np.split(order, bounds):
-        if big[labels[members[0]]]:
-            mates = members[sampled_mates(len(members), reference_size, seed)]
-            keep[mates] |= np.asarray(candidates, bool)[mates]
+        c = int(labels[members[0]])
+        if not big[c]:
+            continue
+        own = members[cand[members]]
+        d2 = _centroid_distance(X, own, None if centroids is None else centroids[c], members, dev)
+        keep[own[np.lexsort((own, d2))[:reference_size]]] = True  # nearest the centroid, ties to the lower row
+        mates = members[sampled_mates(len(members), reference_size, seed)]
+        keep[mates] |= cand[mates]
     return np.flatnonzero(keep)
+
+
+def _centroid_distance(X: np.ndarray, rows: np.ndarray, centroid: np.ndarray | None, members: np.ndarray,
+                       dev: torch.device) -> np.ndarray:
+    """Squared distance of `rows` to a cluster's centroid (None: the mean of `members`), in row tiles:
+    rows x d work, so all clusters together cost one pass over the pool."""
+    step = rows_per_chunk(X.shape[1], dev, fraction=0.05)
+    with torch.inference_mode(), one_thread(dev):  # small products: a second busy core only adds waiting
+        if centroid is None:
+            cent = torch.zeros(X.shape[1], dtype=torch.float64, device=dev)
+            for r0 in range(0, len(members), step):
+                cent += to_storage(X[members[r0 : r0 + step]], dev).double().sum(dim=0)
+            cent /= len(members)
+        else:
+            cent = torch.as_tensor(np.asarray(centroid), device=dev).double()
+        out = np.empty(len(rows), dtype=np.float64)
+        for r0 in range(0, len(rows), step):
+            x = to_storage(X[rows[r0 : r0 + step]], dev)
+            dot = mm_f32(x, cent.to(x.dtype)[:, None])[:, 0].double()
+            out[r0 : r0 + step] = (sq_norms(x).double() - 2 * dot + (cent**2).sum()).cpu().numpy()
+    return out
 
 
 def typicality_from_distance(mean_dist: np.ndarray) -> np.ndarray:
@@ -237,13 +250,13 @@ class Clustering:
 
     def __init__(self, labels: np.ndarray, typicality: np.ndarray | None = None, *, X: np.ndarray | None = None,
                  k: int = DENSITY_K, seed: int = 0, device: str | torch.device | None = None,
-                 reference_size: int = REFERENCE_MATES) -> None:
+                 reference_size: int = REFERENCE_MATES, centroids: np.ndarray | None = None) -> None:
         if typicality is None and X is None:
             raise ValueError("Clustering needs the typicality or the vectors to compute it from")
         self.labels = labels  # int64 cluster id per row
         self._typicality = typicality  # float32 per row
         self._X, self._k, self._seed, self._device = X, k, seed, device
-        self._reference_size = reference_size
+        self._reference_size, self._centroids = reference_size, centroids
 
     @property
     def typicality(self) -> np.ndarray:
@@ -259,8 +272,8 @@ class Clustering:
         rows instead of N."""
         if self._X is None:  # built with its typicality only: every row is ranked
             return self.typicality
-        rows = contenders(self._X, self.labels, candidates, seed=self._seed, device=self._device,
-                          reference_size=self._reference_size)
+        rows = contenders(self._X, self.labels, candidates, centroids=self._centroids, seed=self._seed,
+                          device=self._device, reference_size=self._reference_size)
         out = np.zeros(len(self.labels), dtype=np.float32)
         out[rows] = self.typicality_at(rows)
         return out
@@ -288,8 +301,8 @@ def cluster_pool(
     device: str | torch.device | None = None,
 ) -> Clustering:
     """k-means labels now; typicality when first asked for (`Clustering`)."""
-    _, labels = kmeans(X, n_clusters, seed=seed, n_init=n_init, device=device)
-    return Clustering(labels, X=X, k=k, seed=seed, device=device)
+    cent, labels = kmeans(X, n_clusters, seed=seed, n_init=n_init, device=device)
+    return Clustering(labels, X=X, k=k, seed=seed, device=device, centroids=cent)
 
 
 def typiclust_select(
