@@ -29,9 +29,12 @@ size instead, to estimate the exact 20-NN distance, left one sampled mate per ro
 clusters, i.e. 1M rows at budget 50: a noise-driven ranking that put near-duplicate pairs on top and
 cost up to 10 points of accuracy at budget 10; benchmarks/typicality_scale.py, BENCHMARKS.md.)
 Where typicality alone ranks a cluster (the TypiClust procedure without weights or quotas:
-`Clustering.ranking`), a large cluster's contenders are its REFERENCE_MATES candidates nearest the
-centroid plus its sampled mates, so the pass costs K x 2 x REFERENCE_MATES^2 x d, not
-N x REFERENCE_MATES x d; in the benchmark the pick was the same as with every row ranked.
+`Clustering.ranking`), only the contenders of a cluster above CONTENDER_FACTOR x REFERENCE_MATES
+(1,024) rows are ranked: its REFERENCE_MATES candidates
+nearest the k-means centroid (where a unimodal cluster's density peaks) plus its sampled mates (so
+a cluster that merged two modes is not represented by the sparse gap nearest its centroid). That
+costs one N x d pass plus K x 2 x REFERENCE_MATES^2 x d instead of N x REFERENCE_MATES x d, and in
+the benchmark it ranked like every row ranked (the same accuracy within noise).
 Mates are found with one product and a top-k per row tile (only the k distances are needed; small
 products on one CPU thread), so memory is one tile.
 No N x N matrix at any N.
@@ -53,6 +56,7 @@ MAX_CLUSTERS = 500
 MIN_CLUSTER_SIZE = 5
 N_INIT = 10  # the paper's and sklearn's choice; on large pools the inits run on a sample (kmeans)
 REFERENCE_MATES = 256  # exact typicality in clusters up to this size, a sample of mates above
+CONTENDER_FACTOR = 4  # only clusters above this many times the sample rank contenders (at most half their rows)
 SEPARATION_ROWS = 4096  # cluster_separation scores a seeded sample of this many rows
 
 
@@ -117,14 +121,15 @@ def sampled_mates(n_c: int, reference_size: int, seed: int) -> np.ndarray:
 def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, centroids: np.ndarray | None = None,
                seed: int = 0, reference_size: int = REFERENCE_MATES,
                device: str | torch.device | None = None) -> np.ndarray:
-    """Sorted rows worth ranking by typicality: every candidate of a cluster of up to `reference_size`
-    members; in a larger one its `reference_size` candidates nearest the centroid (where the density
-    peaks in a unimodal cluster) and its candidates among the sampled mates (which cover every mode
-    of a cluster in proportion to its mass). `centroids`: k-means' (K x d); None: the members' means."""
+    """Sorted rows worth ranking by typicality: every candidate of a cluster of up to CONTENDER_FACTOR x
+    `reference_size` members (below, contenders would be most of it and save nothing); in a larger
+    one its `reference_size` candidates nearest the centroid (where the density peaks in a unimodal
+    cluster) and its candidates among the sampled mates (which cover every mode of a cluster in
+    proportion to its mass). `centroids`: k-means' (K x d); None: the members' means."""
     labels = np.asarray(labels, dtype=np.int64)
     cand = np.asarray(candidates, bool)
     size = np.bincount(labels)
-    big = size > reference_size
+    big = size > CONTENDER_FACTOR * reference_size
     keep = cand & ~big[labels]
     if not big.any():
         return np.flatnonzero(keep)
