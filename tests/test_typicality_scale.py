@@ -81,6 +81,9 @@ def test_ranking_is_typicality_at_the_contenders_and_zero_elsewhere() -> None:
     assert len(rows) < 400 and np.isin(np.arange(500, 600), rows).all()
     np.testing.assert_allclose(rank[rows], full[rows], rtol=1e-5)
     assert (np.delete(rank, rows) == 0).all()
+    np.testing.assert_array_equal(cl.typicality_at(rows[::7]), rank[rows[::7]])  # the manifest reuses them
+    others = np.setdiff1d(np.arange(500), rows)[:3]
+    np.testing.assert_allclose(cl.typicality_at(others), full[others], rtol=1e-5)  # the rest computed
 
 
 def test_a_cluster_of_two_modes_is_represented_by_a_mode_not_the_gap_between() -> None:

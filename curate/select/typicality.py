@@ -262,6 +262,7 @@ class Clustering:
         self._typicality = typicality  # float32 per row
         self._X, self._k, self._seed, self._device = X, k, seed, device
         self._reference_size, self._centroids = reference_size, centroids
+        self._known: np.ndarray | None = None  # typicality of the rows `ranking` computed, NaN elsewhere
 
     @property
     def typicality(self) -> np.ndarray:
@@ -281,6 +282,8 @@ class Clustering:
                           device=self._device, reference_size=self._reference_size)
         out = np.zeros(len(self.labels), dtype=np.float32)
         out[rows] = self.typicality_at(rows)
+        self._known = np.full(len(self.labels), np.nan, dtype=np.float32)  # the picks' manifest values
+        self._known[rows] = out[rows]
         return out
 
     def typicality_at(self, rows: np.ndarray) -> np.ndarray:
@@ -291,6 +294,8 @@ class Clustering:
             return np.zeros(0, dtype=np.float32)
         if self._typicality is not None:
             return self._typicality[rows]
+        if self._known is not None and not np.isnan(self._known[rows]).any():  # ranked already
+            return self._known[rows]
         return typicality_from_distance(cluster_mean_distance(self._X, self.labels, self._k, seed=self._seed,
                                                               device=self._device, rows=rows,
                                                               reference_size=self._reference_size))
