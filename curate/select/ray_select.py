@@ -166,7 +166,9 @@ class RayEngine:
         mean_dist = np.empty(n, dtype=np.float32)
         for g, d in zip(groups, ray.get(futures), strict=True):
             mean_dist[g] = d
-        return Clustering(labels, typicality_from_distance(mean_dist))
+        # X too: the procedure ranks the same contenders as locally (Clustering.ranking), so the picks match
+        return Clustering(labels, typicality_from_distance(mean_dist), X=X, k=k, seed=seed, device=device,
+                          centroids=cent)
 
 
 def _assign_task(block: np.ndarray, cent: np.ndarray, sums: bool) -> tuple[np.ndarray, Any, Any]:

@@ -22,10 +22,21 @@ modes takes one image from each; given sklearn's clusters, the picks are the ref
 
 Scale (what is approximated on large pools): k-means fits on a sample and labels every row in one
 assignment pass (see `kmeans`); typicality is exact k-NN in clusters of up to `REFERENCE_MATES`
-rows and, above, the k x REFERENCE_MATES / size nearest of a seeded sample of REFERENCE_MATES
-cluster-mates (an estimate of the same k-NN distance). Mates are found with one product and a top-k
-per row tile (only the k distances are needed; small products on one CPU thread), so the cost is
-at most N x REFERENCE_MATES x d and memory one tile.
+rows and, above, the mean distance to the k nearest of a seeded sample of REFERENCE_MATES
+cluster-mates: the same formula at a coarser scale (about the k x size / REFERENCE_MATES nearest of
+the cluster), with k values behind each mean, not one. (Scaling k down to k x REFERENCE_MATES /
+size instead, to estimate the exact 20-NN distance, left one sampled mate per row in 20k-row
+clusters, i.e. 1M rows at budget 50: a noise-driven ranking that put near-duplicate pairs on top and
+cost up to 10 points of accuracy at budget 10; benchmarks/typicality_scale.py, BENCHMARKS.md.)
+Where typicality alone ranks a cluster (the TypiClust procedure without weights or quotas:
+`Clustering.ranking`), only the contenders of a cluster above CONTENDER_FACTOR x REFERENCE_MATES
+(1,024) rows are ranked: its REFERENCE_MATES candidates
+nearest the k-means centroid (where a unimodal cluster's density peaks) plus its sampled mates (so
+a cluster that merged two modes is not represented by the sparse gap nearest its centroid). That
+costs one N x d pass plus K x 2 x REFERENCE_MATES^2 x d instead of N x REFERENCE_MATES x d, and in
+the benchmark it ranked like every row ranked (the same accuracy within noise).
+Mates are found with one product and a top-k per row tile (only the k distances are needed; small
+products on one CPU thread), so memory is one tile.
 No N x N matrix at any N.
 """
 
@@ -39,12 +50,13 @@ import torch
 from curate.device import rows_per_chunk
 from curate.select.density import DENSITY_K
 from curate.select.kmeans import kmeans, one_thread
-from curate.select.tensors import mm_f32, resolve_device, to_storage
+from curate.select.tensors import mm_f32, resolve_device, sq_norms, to_storage
 
 MAX_CLUSTERS = 500
 MIN_CLUSTER_SIZE = 5
 N_INIT = 10  # the paper's and sklearn's choice; on large pools the inits run on a sample (kmeans)
 REFERENCE_MATES = 256  # exact typicality in clusters up to this size, a sample of mates above
+CONTENDER_FACTOR = 4  # only clusters above this many times the sample rank contenders (at most half their rows)
 SEPARATION_ROWS = 4096  # cluster_separation scores a seeded sample of this many rows
 
 
@@ -60,10 +72,9 @@ def cluster_typicality(
     """Typicality of each row within its cluster (0 for a cluster of one).
 
     Exact (k nearest cluster-mates) in clusters of up to `reference_size` rows; in larger ones each
-    row is compared with a seeded sample of `reference_size` mates and the k x sample / size
-    nearest of those are averaged, which estimates the same k-NN distance (the j-th nearest of a
-    1-in-r sample sits near the (j r)-th nearest of the cluster) at a cost of reference_size x d
-    per row, whatever the cluster size."""
+    row is compared with a seeded sample of `reference_size` mates and the k nearest of those are
+    averaged (a density at the scale of the k x size / sample nearest mates, module doc) at a cost
+    of reference_size x d per row, whatever the cluster size."""
     return typicality_from_distance(
         cluster_mean_distance(X, labels, k, seed=seed, reference_size=reference_size, device=device)
     )
@@ -89,16 +100,73 @@ def cluster_mean_distance(
             n_c = len(members)
             if n_c < 2 or (wanted is not None and not wanted[members].any()):
                 continue
-            ref = np.arange(n_c)
-            if n_c > reference_size:  # the same seeded sample as density.mean_knn_distance draws
-                ref = np.sort(np.random.default_rng(seed).choice(n_c, size=reference_size, replace=False))
-            kk = max(1, min(len(ref) - 1, round(k * len(ref) / n_c)))
+            ref = sampled_mates(n_c, reference_size, seed)
+            kk = max(1, min(len(ref) - 1, k))  # k of the sample, not k x sample / size: module doc
             if wanted is None:
                 mean_dist[members] = _mates_distance(X[members], ref, kk, dev)
             else:  # only the wanted members against the same sampled mates
                 at = np.flatnonzero(wanted[members])
                 mean_dist[members[at]] = _mates_distance(X[members[at]], ref, kk, dev, at=at, mates=X[members[ref]])
     return mean_dist if rows is None else mean_dist[rows]
+
+
+def sampled_mates(n_c: int, reference_size: int, seed: int) -> np.ndarray:
+    """Positions, within a cluster of `n_c` members, of the mates every member is compared with:
+    all of them up to `reference_size`, else a seeded sample (the same as density.mean_knn_distance draws)."""
+    if n_c <= reference_size:
+        return np.arange(n_c)
+    return np.sort(np.random.default_rng(seed).choice(n_c, size=reference_size, replace=False))
+
+
+def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, centroids: np.ndarray | None = None,
+               seed: int = 0, reference_size: int = REFERENCE_MATES,
+               device: str | torch.device | None = None) -> np.ndarray:
+    """Sorted rows worth ranking by typicality: every candidate of a cluster of up to CONTENDER_FACTOR x
+    `reference_size` members (below, contenders would be most of it and save nothing); in a larger
+    one its `reference_size` candidates nearest the centroid (where the density peaks in a unimodal
+    cluster) and its candidates among the sampled mates (which cover every mode of a cluster in
+    proportion to its mass). `centroids`: k-means' (K x d); None: the members' means."""
+    labels = np.asarray(labels, dtype=np.int64)
+    cand = np.asarray(candidates, bool)
+    size = np.bincount(labels)
+    big = size > CONTENDER_FACTOR * reference_size
+    keep = cand & ~big[labels]
+    if not big.any():
+        return np.flatnonzero(keep)
+    dev = resolve_device(device)
+    order = np.argsort(labels, kind="stable")  # members in row order, as cluster_mean_distance sees them
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for members in np.split(order, bounds):
+        c = int(labels[members[0]])
+        if not big[c]:
+            continue
+        own = members[cand[members]]
+        d2 = _centroid_distance(X, own, None if centroids is None else centroids[c], members, dev)
+        keep[own[np.lexsort((own, d2))[:reference_size]]] = True  # nearest the centroid, ties to the lower row
+        mates = members[sampled_mates(len(members), reference_size, seed)]
+        keep[mates] |= cand[mates]
+    return np.flatnonzero(keep)
+
+
+def _centroid_distance(X: np.ndarray, rows: np.ndarray, centroid: np.ndarray | None, members: np.ndarray,
+                       dev: torch.device) -> np.ndarray:
+    """Squared distance of `rows` to a cluster's centroid (None: the mean of `members`), in row tiles:
+    rows x d work, so all clusters together cost one pass over the pool."""
+    step = rows_per_chunk(X.shape[1], dev, fraction=0.05)
+    with torch.inference_mode(), one_thread(dev):  # small products: a second busy core only adds waiting
+        if centroid is None:
+            cent = torch.zeros(X.shape[1], dtype=torch.float64, device=dev)
+            for r0 in range(0, len(members), step):
+                cent += to_storage(X[members[r0 : r0 + step]], dev).double().sum(dim=0)
+            cent /= len(members)
+        else:
+            cent = torch.as_tensor(np.asarray(centroid), device=dev).double()
+        out = np.empty(len(rows), dtype=np.float64)
+        for r0 in range(0, len(rows), step):
+            x = to_storage(X[rows[r0 : r0 + step]], dev)
+            dot = mm_f32(x, cent.to(x.dtype)[:, None])[:, 0].double()
+            out[r0 : r0 + step] = (sq_norms(x).double() - 2 * dot + (cent**2).sum()).cpu().numpy()
+    return out
 
 
 def typicality_from_distance(mean_dist: np.ndarray) -> np.ndarray:
@@ -186,18 +254,37 @@ class Clustering:
     manifest column (`typicality_at`), which skips the N x REFERENCE_MATES x d pass."""
 
     def __init__(self, labels: np.ndarray, typicality: np.ndarray | None = None, *, X: np.ndarray | None = None,
-                 k: int = DENSITY_K, seed: int = 0, device: str | torch.device | None = None) -> None:
+                 k: int = DENSITY_K, seed: int = 0, device: str | torch.device | None = None,
+                 reference_size: int = REFERENCE_MATES, centroids: np.ndarray | None = None) -> None:
         if typicality is None and X is None:
             raise ValueError("Clustering needs the typicality or the vectors to compute it from")
         self.labels = labels  # int64 cluster id per row
         self._typicality = typicality  # float32 per row
         self._X, self._k, self._seed, self._device = X, k, seed, device
+        self._reference_size, self._centroids = reference_size, centroids
+        self._known: np.ndarray | None = None  # typicality of the rows `ranking` computed, NaN elsewhere
 
     @property
     def typicality(self) -> np.ndarray:
         if self._typicality is None:
-            self._typicality = cluster_typicality(self._X, self.labels, self._k, seed=self._seed, device=self._device)
+            self._typicality = cluster_typicality(self._X, self.labels, self._k, seed=self._seed, device=self._device,
+                                                  reference_size=self._reference_size)
         return self._typicality
+
+    def ranking(self, candidates: np.ndarray) -> np.ndarray:
+        """What the TypiClust procedure ranks by when typicality alone decides: typicality at each
+        cluster's `contenders`, 0 elsewhere (so the pick is the most typical contender). Only the
+        contenders' values are computed (unless the full pass already ran): K x 2 x REFERENCE_MATES
+        rows instead of N."""
+        if self._X is None:  # built with its typicality only: every row is ranked
+            return self.typicality
+        rows = contenders(self._X, self.labels, candidates, centroids=self._centroids, seed=self._seed,
+                          device=self._device, reference_size=self._reference_size)
+        out = np.zeros(len(self.labels), dtype=np.float32)
+        out[rows] = self.typicality_at(rows)
+        self._known = np.full(len(self.labels), np.nan, dtype=np.float32)  # the picks' manifest values
+        self._known[rows] = out[rows]
+        return out
 
     def typicality_at(self, rows: np.ndarray) -> np.ndarray:
         """Typicality of `rows` only (the same values as `typicality[rows]`, except that the floor for
@@ -207,8 +294,11 @@ class Clustering:
             return np.zeros(0, dtype=np.float32)
         if self._typicality is not None:
             return self._typicality[rows]
+        if self._known is not None and not np.isnan(self._known[rows]).any():  # ranked already
+            return self._known[rows]
         return typicality_from_distance(cluster_mean_distance(self._X, self.labels, self._k, seed=self._seed,
-                                                              device=self._device, rows=rows))
+                                                              device=self._device, rows=rows,
+                                                              reference_size=self._reference_size))
 
 
 def cluster_pool(
@@ -221,8 +311,8 @@ def cluster_pool(
     device: str | torch.device | None = None,
 ) -> Clustering:
     """k-means labels now; typicality when first asked for (`Clustering`)."""
-    _, labels = kmeans(X, n_clusters, seed=seed, n_init=n_init, device=device)
-    return Clustering(labels, X=X, k=k, seed=seed, device=device)
+    cent, labels = kmeans(X, n_clusters, seed=seed, n_init=n_init, device=device)
+    return Clustering(labels, X=X, k=k, seed=seed, device=device, centroids=cent)
 
 
 def typiclust_select(
