@@ -195,13 +195,19 @@ class _Constant:
 
 def sklearn_typiclust(emb: np.ndarray, budget: int, seed: int, k: int = 20, min_size: int = 5) -> np.ndarray:
     """Reference TypiClust (Hacohen et al. 2022) on sklearn, independent of curate's code: KMeans
-    with `budget` clusters and 10 k-means++ inits, typicality = 1 / mean distance to the k nearest
-    cluster-mates, then the most typical image of each cluster, largest cluster first (clusters
-    under `min_size` last, as in the paper's code)."""
+    with `budget` clusters and 10 k-means++ inits, then `typiclust_picks` on its labels."""
     from sklearn.cluster import KMeans
-    from sklearn.neighbors import NearestNeighbors
 
     labels = KMeans(budget, n_init=10, random_state=seed).fit(emb).labels_
+    return typiclust_picks(emb, labels, budget, k, min_size)
+
+
+def typiclust_picks(emb: np.ndarray, labels: np.ndarray, budget: int, k: int = 20, min_size: int = 5) -> np.ndarray:
+    """The reference's picking, given cluster labels: typicality = 1 / mean distance to the k nearest
+    cluster-mates (sklearn's NearestNeighbors), then the most typical image of each cluster, largest
+    cluster first (clusters under `min_size` last, as in the paper's code)."""
+    from sklearn.neighbors import NearestNeighbors
+
     typ = np.zeros(len(emb))
     for c in np.unique(labels):
         m = np.flatnonzero(labels == c)

@@ -8,7 +8,7 @@ Two checks per dataset (quality.py's embeddings and splits), budgets 10 / 20 / 5
            sklearn's KMeans(n_init=10) on the same rows: mean inertia ratio and how often ours
            is lower. Equal quality means the two differ only in which local optimum a seed finds.
   picks    given sklearn's cluster labels, curate's typicality (`cluster_typicality`) and picking
-           (`typiclust_select`) against the reference's: how many picks differ.
+           (`typiclust_select`) against the reference's (`quality.typiclust_picks`): how many differ.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.quality import embeddings, load_dataset  # noqa: E402
+from benchmarks.quality import embeddings, load_dataset, typiclust_picks  # noqa: E402
 from curate.select.kmeans import kmeans  # noqa: E402
 from curate.select.typicality import cluster_typicality, typiclust_select  # noqa: E402
 
@@ -30,22 +30,6 @@ ENCODER = {"textile": "mobilenet", "digits": "pixels", "mnist": "pixels"}
 
 def inertia(X: np.ndarray, labels: np.ndarray) -> float:
     return float(sum(((X[labels == c] - X[labels == c].mean(axis=0)) ** 2).sum() for c in np.unique(labels)))
-
-
-def reference_picks(X: np.ndarray, labels: np.ndarray, budget: int, k: int = 20, min_size: int = 5) -> set[int]:
-    """quality.sklearn_typiclust's picking, from given labels."""
-    from sklearn.neighbors import NearestNeighbors
-
-    typ = np.zeros(len(X))
-    for c in np.unique(labels):
-        m = np.flatnonzero(labels == c)
-        if len(m) < 2:
-            continue
-        dist, _ = NearestNeighbors(n_neighbors=min(k, len(m) - 1) + 1).fit(X[m]).kneighbors(X[m])
-        typ[m] = 1.0 / np.maximum(dist[:, 1:].mean(axis=1), 1e-12)
-    sizes = np.bincount(labels)
-    order = sorted(range(len(sizes)), key=lambda c: (sizes[c] < min_size, -sizes[c], c))
-    return {int(np.flatnonzero(labels == c)[np.argmax(typ[labels == c])]) for c in order[:budget]}
 
 
 def main() -> None:
@@ -79,7 +63,7 @@ def main() -> None:
                         typ = cluster_typicality(X, sk)
                         picks, _ = typiclust_select(sk, typ, budget, candidates=np.ones(len(X), bool),
                                                     centers=np.zeros(len(X), bool))
-                        differ += len(reference_picks(X, sk, budget) - set(picks.tolist()))
+                        differ += len(set(typiclust_picks(X, sk, budget).tolist()) - set(picks.tolist()))
                         total += budget
                 n = len(ratios)
                 print(f"| {ds}/{ENCODER[ds]} | {budget} | {np.mean(ratios):.4f} | {lower} of {n} | "
