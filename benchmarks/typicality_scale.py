@@ -37,17 +37,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.quality import MODELS, load_dataset, paired_difference, raw_pixels, scores
-from curate.device import cpu_name
-from curate.select.kmeans import kmeans
-from curate.select.typicality import Clustering, cluster_mean_distance, n_clusters_for, typiclust_select
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/typicality_scale.py` too
+from benchmarks.quality import MODELS, embeddings, load_dataset, paired_difference, raw_pixels, scores  # noqa: E402
+from curate.device import cpu_name  # noqa: E402
+from curate.select.kmeans import kmeans  # noqa: E402
+from curate.select.typicality import (  # noqa: E402
+    Clustering,
+    cluster_mean_distance,
+    n_clusters_for,
+    typiclust_select,
+)
 
 K = 20
 FULL_SAMPLE = 256  # curate's REFERENCE_MATES, which the `q` variants rescale
-EMB = {"digits/pixels": "/work/cache/selection/quality_digits_pixels.npy",
-       "digits/mobilenet": "/work/cache/switch/quality_digits_mobilenet.npy",
-       "mnist/pixels": "/work/cache/switch/quality_mnist_pixels.npy",
-       "mnist/mobilenet": "/work/cache/switch/quality_mnist_mobilenet.npy"}
+POOLS = ["digits/pixels", "digits/mobilenet", "mnist/pixels", "mnist/mobilenet"]  # dataset/encoder, as quality.py
 VARIANTS = ["centroid", "old", "a20", "aq", "near20", "nearq", "sample20", "curate"]
 
 
@@ -107,9 +110,10 @@ def run(pools: list[str], splits: int, draws: int, refs: list[int], budgets: lis
 
     res: dict = json.loads(save.read_text()) if save.is_file() else {}
     for key in pools:
-        images, labels = load_dataset(key.split("/")[0])
+        dataset, encoder = key.split("/")
+        images, labels = load_dataset(dataset)
         raw = raw_pixels(images)
-        emb = np.load(EMB[key])
+        emb = embeddings(dataset, encoder, images)  # quality.py's, cached under .bench/select/
         fresh: dict = {}
         t0 = time.perf_counter()
         for split in range(splits):
@@ -204,9 +208,11 @@ def print_tables(res: dict) -> None:
     overview(res)
 
 
-def overview(res: dict, budgets: tuple[str, ...] = ("10", "20")) -> None:
-    """Every variant against exact at the smallest and largest sample, budgets 10 and 20, one line each."""
+def overview(res: dict, wanted: tuple[str, ...] = ("10", "20")) -> None:
+    """Every variant against exact at the smallest and largest sample, budgets 10 and 20 (those of them
+    the run has), one line each."""
     names = list(next(iter(res.values())))
+    budgets = [b for b in wanted if all(b in rows["exact"] for rows in res.values())]
     refs = sorted({int(n.split("@")[1]) for n in names if "@" in n})
     for r in (refs[0], refs[-1]) if refs else ():
         print(f"\n**Against exact, {r} sampled mates**: points, mean of the 4 models (split-paired 95% CI)\n")
@@ -256,7 +262,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pools", default=",".join(EMB))
+    ap.add_argument("--pools", default=",".join(POOLS))
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--refs", default="16,32,64")
