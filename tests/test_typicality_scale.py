@@ -8,7 +8,14 @@ import torch
 
 from curate.select.compose import Pool, select
 from curate.select.config import SelectionConfig, shorthand
-from curate.select.typicality import Clustering, cluster_pool, cluster_typicality, contenders, sampled_mates
+from curate.select.typicality import (
+    Clustering,
+    cluster_pool,
+    cluster_typicality,
+    contenders,
+    sampled_mates,
+    typiclust_select,
+)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -126,3 +133,25 @@ def test_select_picks_the_most_typical_contender_of_each_large_cluster() -> None
         d[np.searchsorted(m, ref), np.arange(len(ref))] = np.inf  # a sampled row is not its own mate
         mean20 = np.sort(d, axis=1)[:, :20].mean(axis=1)
         assert p == m[rows[np.argmin(mean20[rows])]]
+
+
+def test_select_ranks_every_member_once_a_clusters_picks_outnumber_its_contenders() -> None:
+    """800 picks from each of three clusters of 1,100-1,500 rows: more than their ~512 contenders, so
+    the rest must still come in typicality order (the full pass), not in row order."""
+    rng = np.random.default_rng(7)
+    centers = _unit(rng.standard_normal((3, 12)))
+    mode = np.repeat(np.arange(3), [1500, 1300, 1100])
+    X = _unit(centers[mode] + 0.25 * rng.standard_normal((len(mode), 12)))
+    n, budget = len(X), 2400
+    steps, label = shorthand("typicality")
+    cfg = SelectionConfig(steps=steps, strategy=label, seed=2, max_clusters=3).validate()
+    ids = [f"p{i:05d}" for i in range(n)]  # sorted ids: the canonical order is the row order
+    sel = select(Pool(X, np.ones(n, bool), np.zeros(n, bool), [{}] * n, ids=ids), cfg, budget,
+                 device=torch.device("cpu"))
+    labels = cluster_pool(X, 3, seed=2, device="cpu").labels  # select's clusters
+    assert np.bincount(labels).min() > 4 * 256 and budget // 3 > 2 * 256  # contenders, and too few
+    typ = cluster_typicality(X, labels, 20, seed=2, device="cpu")
+    want, _ = typiclust_select(labels, typ.astype(np.float64), budget, candidates=np.ones(n, bool),
+                               centers=np.zeros(n, bool))
+    assert len(sel.indices) == budget
+    np.testing.assert_array_equal(sel.indices, want)

@@ -301,13 +301,17 @@ def _select(
                 messages.append(f"auto: the pool's k-means clusters separate no better than in structure-free "
                                 f"data of the same spread (structure {structure:.3f} < {AUTO_STRUCTURE_MIN}), so "
                                 "a random image of each cluster, not the most typical")
+        done = False
         if within is None and weight is None and groups is None:  # typicality alone: rank the contenders
-            within = cl.ranking(cand).astype(np.float64)
-        elif within is None:  # weights or quotas may favour any member: rank them all
-            within = cl.typicality.astype(np.float64)
-        score = within * (1.0 if weight is None else weight)
-        idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
-                                                groups=groups, quotas=quotas)
+            ranking = cl.ranking(cand).astype(np.float64)
+            idx, picked_clusters = typiclust_select(cl.labels, ranking, budget, candidates=cand, centers=pool.center)
+            done = not (ranking[idx] == 0).any()  # else a cluster's picks outnumbered its contenders
+        if not done:  # weights or quotas may favour any member (or the contenders ran out): rank them all
+            if within is None:
+                within = cl.typicality.astype(np.float64)
+            score = within * (1.0 if weight is None else weight)
+            idx, picked_clusters = typiclust_select(cl.labels, score, budget, candidates=cand, centers=pool.center,
+                                                    groups=groups, quotas=quotas)
         columns["cluster"] = picked_clusters
         if "typicality" not in inputs.values:  # the manifest column: the picks' values are enough
             typ = np.full(len(pool.X), np.nan)

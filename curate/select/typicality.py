@@ -34,7 +34,8 @@ Where typicality alone ranks a cluster (the TypiClust procedure without weights 
 nearest the k-means centroid (where a unimodal cluster's density peaks) plus its sampled mates (so
 a cluster that merged two modes is not represented by the sparse gap nearest its centroid). That
 costs one N x d pass plus K x 2 x REFERENCE_MATES^2 x d instead of N x REFERENCE_MATES x d, and in
-the benchmark it ranked like every row ranked (the same accuracy within noise).
+the benchmark it ranked like every row ranked (the same accuracy within noise). Where a cluster's
+picks outnumber its contenders (hundreds of picks per cluster), `select` ranks every member instead.
 Mates are found with one product and a top-k per row tile (only the k distances are needed; small
 products on one CPU thread), so memory is one tile.
 No N x N matrix at any N.
