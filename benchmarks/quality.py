@@ -280,24 +280,27 @@ def run(datasets: list[str], encoders: list[str], seeds: int, strategies: list[s
     for ds in datasets:
         images, labels = load_dataset(ds)
         raw = raw_pixels(images)
+        n_classes = int(labels.max()) + 1
         for enc in encoders:
             emb = embeddings(ds, enc, images)
             key = f"{ds}/{enc}"
-            results[key] = {s: {b: {m: [] for m in MODELS} for b in budgets} for s in strategies}
+            results[key] = {s: {b: {m: [] for m in (*MODELS, "shares")} for b in budgets} for s in strategies}
             t0 = time.perf_counter()
             for seed in range(seeds):
                 tr, te = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=seed)
                 memo: dict = {}
                 for strategy in strategies:
                     for b in budgets:
-                        per_draw = []
+                        per_draw, shares = [], []
                         for r in range(max(draws, RANDOM_DRAWS) if strategy == "random" else draws):
                             # draw 0 uses the split's seed, so it is the single draw of earlier runs
                             idx = tr[pick(strategy, emb[tr], labels[tr], b, seed + 1000 * r, memo)]
                             assert len(idx) == b and len(set(idx.tolist())) == b
                             per_draw.append(scores(idx, te, emb, raw, labels, seed))
+                            shares.append(np.bincount(labels[idx], minlength=n_classes) / b)
                         for m in MODELS:
                             results[key][strategy][b][m].append(float(np.mean([d[m] for d in per_draw])))
+                        results[key][strategy][b]["shares"].append(np.mean(shares, axis=0).tolist())
                 print(f"{key}: seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
                 if save is not None:
                     save.write_text(json.dumps(results))
@@ -391,6 +394,22 @@ def difference_table(res: dict, a: str, b: str) -> str:
     return "\n".join(lines)
 
 
+def share_table(res: dict) -> str | None:
+    """Rows = strategies, columns = budgets: the picks' class shares in % (class 0 / 1 / ...), mean
+    over splits and draws; what a model that follows the class prior (textile's forest) sees.
+    None for results saved before the shares were recorded."""
+    if not any(res[s][b].get("shares") for s in res for b in res[s]):
+        return None
+    lines = ["| strategy | " + " | ".join(map(str, BUDGETS)) + " |", "|---|" + "---|" * len(BUDGETS)]
+    for s in res:
+        cells = []
+        for b in BUDGETS:
+            sh = res[s].get(str(b), {}).get("shares")
+            cells.append(" / ".join(f"{100 * v:.1f}" for v in np.mean(sh, axis=0)) if sh else "–")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def print_tables(results: dict, header: str) -> None:
     print(header)
     for key in results:
@@ -402,6 +421,10 @@ def print_tables(results: dict, header: str) -> None:
             if "auto" in results[key] and other in results[key]:
                 print(f"\n**{ds}/{enc}: auto - {other}, points ± 95% CI (split-paired); bold: a significant loss**\n")
                 print(difference_table(results[key], "auto", other))
+        shares = share_table(results[key])
+        if shares is not None:
+            print(f"\n**{ds}/{enc}: the picks' class shares in % (class 0 / 1 / ...)**\n")
+            print(shares)
     print("\n" + summary(results))
 
 
