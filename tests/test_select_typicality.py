@@ -124,7 +124,15 @@ def test_sampled_cluster_typicality_equals_brute_force_on_its_sample() -> None:
     d = np.sqrt(np.maximum(0, ((X[:, None, :] - X[ref][None]) ** 2).sum(-1)))
     d[ref, np.arange(100)] = np.inf  # a sampled row is not its own mate
     want = np.sort(d, axis=1)[:, :kk].mean(axis=1)
-    np.testing.assert_allclose(got, 1.0 / want, rtol=1e-4)
+    # times the factor back to the exact 20-NN scale: ((m - 1) / (n - 1))^(1 / D), 1 / D the
+    # Levina-Bickel estimate pooled over the first 64 sampled mates (their 20 nearest other mates)
+    xs = X[ref] / np.linalg.norm(X[ref], axis=1, keepdims=True)
+    dm = np.sqrt(np.maximum(0, 2 - 2 * xs @ xs.T))
+    np.fill_diagonal(dm, np.inf)
+    t = np.sort(dm, axis=1)[:64, :kk]  # the first 64 sampled mates' (DIMENSION_ROWS)
+    inv_dim = np.log(t[:, -1:] / t[:, :-1]).mean()
+    assert 0.05 < inv_dim < 0.5  # a 6-d cloud: about 1/6
+    np.testing.assert_allclose(got, 1.0 / (want * (99 / 299) ** inv_dim), rtol=1e-4)
     exact = cluster_typicality(X, labels, k=20, reference_size=300, device="cpu")
     rho = np.corrcoef(np.argsort(np.argsort(got)), np.argsort(np.argsort(exact)))[0, 1]
     assert rho > 0.9  # the sample ranks rows like the exact 20-NN
@@ -167,3 +175,24 @@ def test_auto_stratified_skips_the_full_typicality_pass(monkeypatch: pytest.Monk
     labels = ty.cluster_pool(X, ty.n_clusters_for(n, 0, 12), k=5, seed=3, device="cpu").labels
     want = real(X, labels, 5, seed=3, device="cpu")[sel.indices]
     np.testing.assert_allclose(sel.columns["typicality"], want, rtol=1e-5)
+
+
+def test_sampled_typicality_compares_across_cluster_sizes_like_the_exact() -> None:
+    """`weights typicality` compares values across clusters: a cluster estimated from 128 sampled
+    mates must sit at the exact 20-NN scale whatever its size. The plain 20 nearest of the sample
+    measure a coarser scale the larger the cluster (here 1.2x to 2.7x the exact distance, a 2.2x
+    spread between clusters); scaled back, every cluster is within about 10% (brute force)."""
+    from curate.select.typicality import cluster_mean_distance
+
+    rng = np.random.default_rng(0)
+    sizes = [300, 1000, 3000, 6000]
+    basis = np.linalg.qr(rng.standard_normal((16, 4)))[0].T  # 4-d clouds in 16 dims: a strong effect
+    X = np.concatenate([rng.standard_normal((n, 4)) @ basis + 6 * rng.standard_normal(16) for n in sizes])
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    exact = cluster_mean_distance(X, labels, 20, reference_size=10_000, device="cpu")
+    for seed in (1, 2):
+        got = cluster_mean_distance(X, labels, 20, reference_size=128, seed=seed, device="cpu")
+        ratio = [float(np.median(got[labels == c] / exact[labels == c])) for c in range(len(sizes))]
+        assert all(0.88 < r < 1.12 for r in ratio), ratio
+        assert max(ratio) / min(ratio) < 1.1, ratio

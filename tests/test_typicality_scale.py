@@ -155,3 +155,22 @@ def test_select_ranks_every_member_once_a_clusters_picks_outnumber_its_contender
                                centers=np.zeros(n, bool))
     assert len(sel.indices) == budget
     np.testing.assert_array_equal(sel.indices, want)
+
+
+def test_kmeans_distances_are_each_rows_to_its_centroid_and_give_the_same_contenders() -> None:
+    """`kmeans(return_distance=True)` hands over its last assignment's squared distances (all rows fitted,
+    and fitted on a sample then assigned): equal to brute force, and `contenders` ranks by them as by
+    distances it computes itself."""
+    from curate.select.kmeans import kmeans
+
+    rng = np.random.default_rng(3)
+    X = _unit(rng.standard_normal((6000, 16)) + 0.5 * rng.standard_normal(16))
+    for sample in (None, 1500):
+        cent, labels, d2 = kmeans(X, 3, seed=1, sample_size=sample, device="cpu", return_distance=True)
+        want = ((X.astype(np.float64) - cent[labels].astype(np.float64)) ** 2).sum(axis=1)
+        np.testing.assert_allclose(d2, want, atol=1e-5)
+        assert np.bincount(labels).min() > 4 * 256
+        cand = rng.random(len(X)) > 0.3
+        mine = contenders(X, labels, cand, centroids=cent, seed=2, device="cpu")
+        handed = contenders(X, labels, cand, centroids=cent, centroid_d2=d2, seed=2, device="cpu")
+        np.testing.assert_array_equal(mine, handed)

@@ -136,8 +136,9 @@ def kmeans_plusplus(x: torch.Tensor, norms: torch.Tensor, k: int, rng: np.random
 
 
 def _lloyd(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float
-           ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Lloyd iterations from `cent`: (centroids, labels, inertia = sum of squared distances).
+           ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Lloyd iterations from `cent`: (centroids, labels, inertia = sum of squared distances, each
+    row's squared distance to its centroid).
     Stops when no label changes or the squared centroid moves sum to <= tol x mean feature
     variance (sklearn's rule, so `tol` means the same in both)."""
     n, k, dev = x.shape[0], cent.shape[0], x.device
@@ -158,7 +159,7 @@ def _lloyd(x: torch.Tensor, norms: torch.Tensor, cent: torch.Tensor, max_iter: i
         if same or shift <= thresh:
             break
     labels, d2 = _assign(x, norms, cent)
-    return cent, labels, float(d2.double().sum())
+    return cent, labels, float(d2.double().sum()), d2
 
 
 def kmeans(
@@ -172,8 +173,11 @@ def kmeans(
     n_init: int = 1,
     sample_size: int | None = None,
     device: str | torch.device | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(centroids float32 [K, d], labels int64 [N]). Empty clusters keep their previous centroid.
+    return_distance: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """(centroids float32 [K, d], labels int64 [N]), and with `return_distance` each row's squared
+    distance to its centroid (float32 [N], from the last assignment pass: no extra work). Empty
+    clusters keep their previous centroid.
 
     With `init`: Lloyd on every row from those centroids. Without: `n_init` runs of k-means++
     seeding + Lloyd on a seeded sample of `sample_size` rows (default `fit_sample_size`; all rows
@@ -193,13 +197,13 @@ def kmeans(
         norms = sq_norms(x)
         if init is not None:
             cent = torch.as_tensor(np.asarray(init, np.float32), device=dev)
-            cent, labels, _ = _lloyd(x, norms, cent, max_iter, tol)
+            cent, labels, _, d2 = _lloyd(x, norms, cent, max_iter, tol)
         else:
             m = min(n, max(k, sample_size or fit_sample_size(n, k)))
             sub = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
             s_idx = torch.as_tensor(sub, device=dev)
             xs, ns = (x, norms) if m == n else (x[s_idx], norms[s_idx])
-            best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+            best: tuple[torch.Tensor, torch.Tensor, float, torch.Tensor] | None = None
             if m < n:  # bounded fitting work on large pools (module doc)
                 n_init, max_iter = sampled_inits(n, k, m, n_init), min(max_iter, SAMPLED_ITERS)
             for _ in range(n_init):
@@ -209,7 +213,8 @@ def kmeans(
                 if best is None or run[2] < best[2]:
                     best = run
             assert best is not None
-            cent, labels = best[0], best[1]
+            cent, labels, d2 = best[0], best[1], best[3]
             if m < n:
-                labels, _ = _assign(x, norms, cent)
-        return cent.cpu().numpy().astype(np.float32), labels.cpu().numpy()
+                labels, d2 = _assign(x, norms, cent)
+        out = cent.cpu().numpy().astype(np.float32), labels.cpu().numpy()
+        return (*out, d2.cpu().numpy()) if return_distance else out

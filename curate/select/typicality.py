@@ -28,6 +28,11 @@ the cluster), with k values behind each mean, not one. (Scaling k down to k x RE
 size instead, to estimate the exact 20-NN distance, left one sampled mate per row in 20k-row
 clusters, i.e. 1M rows at budget 50: a noise-driven ranking that put near-duplicate pairs on top and
 cost up to 10 points of accuracy at budget 10; benchmarks/typicality_scale.py, BENCHMARKS.md.)
+Each such cluster's distances are then scaled back to the exact k-NN scale by one factor,
+((REFERENCE_MATES - 1) / (size - 1))^(1 / D), D the cluster's intrinsic dimension estimated on its
+sampled mates (`_scale_to_exact`): the ranking inside the cluster (all TypiClust uses) is unchanged,
+but values compare across clusters of any size, as `weights typicality` and the manifest's column
+compare them (benchmarks/typicality_across_clusters.py).
 Where typicality alone ranks a cluster (the TypiClust procedure without weights or quotas:
 `Clustering.ranking`), only the contenders of a cluster above CONTENDER_FACTOR x REFERENCE_MATES
 (1,024) rows are ranked: its REFERENCE_MATES candidates
@@ -58,6 +63,7 @@ MIN_CLUSTER_SIZE = 5
 N_INIT = 10  # the paper's and sklearn's choice; on large pools the inits run on a sample (kmeans)
 REFERENCE_MATES = 256  # exact typicality in clusters up to this size, a sample of mates above
 CONTENDER_FACTOR = 4  # only clusters above this many times the sample rank contenders (at most half their rows)
+DIMENSION_ROWS = 64  # sampled mates whose k-NN distances estimate a large cluster's intrinsic dimension
 SEPARATION_ROWS = 4096  # cluster_separation scores a seeded sample of this many rows
 
 
@@ -103,11 +109,14 @@ def cluster_mean_distance(
                 continue
             ref = sampled_mates(n_c, reference_size, seed)
             kk = max(1, min(len(ref) - 1, k))  # k of the sample, not k x sample / size: module doc
+            # back to the exact k-NN scale, so that values compare across clusters (1 where exact)
+            scale = 1.0 if len(ref) == n_c else _scale_to_exact(X[members[ref]], n_c, kk, dev)
             if wanted is None:
-                mean_dist[members] = _mates_distance(X[members], ref, kk, dev)
+                mean_dist[members] = _mates_distance(X[members], ref, kk, dev) * scale
             else:  # only the wanted members against the same sampled mates
                 at = np.flatnonzero(wanted[members])
-                mean_dist[members[at]] = _mates_distance(X[members[at]], ref, kk, dev, at=at, mates=X[members[ref]])
+                mean_dist[members[at]] = _mates_distance(X[members[at]], ref, kk, dev, at=at,
+                                                         mates=X[members[ref]]) * scale
     return mean_dist if rows is None else mean_dist[rows]
 
 
@@ -120,13 +129,15 @@ def sampled_mates(n_c: int, reference_size: int, seed: int) -> np.ndarray:
 
 
 def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, centroids: np.ndarray | None = None,
-               seed: int = 0, reference_size: int = REFERENCE_MATES,
+               seed: int = 0, reference_size: int = REFERENCE_MATES, centroid_d2: np.ndarray | None = None,
                device: str | torch.device | None = None) -> np.ndarray:
     """Sorted rows worth ranking by typicality: every candidate of a cluster of up to CONTENDER_FACTOR x
     `reference_size` members (below, contenders would be most of it and save nothing); in a larger
     one its `reference_size` candidates nearest the centroid (where the density peaks in a unimodal
     cluster) and its candidates among the sampled mates (which cover every mode of a cluster in
-    proportion to its mass). `centroids`: k-means' (K x d); None: the members' means."""
+    proportion to its mass). `centroids`: k-means' (K x d); None: the members' means. `centroid_d2`:
+    each row's squared distance to its centroid where k-means' last assignment pass already has it
+    (then no distance is computed here)."""
     labels = np.asarray(labels, dtype=np.int64)
     cand = np.asarray(candidates, bool)
     size = np.bincount(labels)
@@ -142,7 +153,8 @@ def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, cen
         if not big[c]:
             continue
         own = members[cand[members]]
-        d2 = _centroid_distance(X, own, None if centroids is None else centroids[c], members, dev)
+        d2 = (centroid_d2[own].astype(np.float64) if centroid_d2 is not None
+              else _centroid_distance(X, own, None if centroids is None else centroids[c], members, dev))
         keep[own[np.lexsort((own, d2))[:reference_size]]] = True  # nearest the centroid, ties to the lower row
         mates = members[sampled_mates(len(members), reference_size, seed)]
         keep[mates] |= cand[mates]
@@ -213,6 +225,36 @@ def _mates_distance(xm: np.ndarray, ref: np.ndarray, k: int, dev: torch.device, 
     return out
 
 
+def _scale_to_exact(mates: np.ndarray, n_c: int, k: int, dev: torch.device) -> float:
+    """Factor from the k nearest of m sampled mates to the k nearest of all n_c members. The j-th
+    nearest sampled mate stands in for about the (j x (n_c - 1) / (m - 1))-th nearest member, and the
+    distance to the r-th nearest grows as r^(1 / D), D the cluster's intrinsic dimension; so the
+    factor is ((m - 1) / (n_c - 1))^(1 / D). 1 / D is the Levina-Bickel estimate averaged over the
+    sampled mates (MacKay and Ghahramani's pooling: mean over rows of mean_j log(t_k / t_j), t their
+    distances to their k nearest other mates), clipped to [0, 1]; the first DIMENSION_ROWS sampled
+    mates against all of them are enough for that one mean (DIMENSION_ROWS x m x d per cluster)."""
+    m = len(mates)
+    if m < 3 or k < 2:
+        return 1.0
+    x = torch.nn.functional.normalize(to_storage(mates, dev).float(), dim=1)
+    q = min(m, DIMENSION_ROWS)  # the mates are a random sample already: its first rows are one too
+    s = mm_f32(x[:q], x.T.contiguous())
+    s[torch.arange(q, device=dev), torch.arange(q, device=dev)] = -torch.inf  # not its own mate
+    if dev.type == "cpu":  # a partition is several times cheaper than torch.topk on CPU
+        top = torch.from_numpy(np.partition(s.numpy(), s.shape[1] - k, axis=1)[:, -k:].astype(np.float64))
+    else:
+        top = torch.topk(s, k, dim=1, sorted=False).values.double()
+    t = top.sort(dim=1, descending=True).values.mul_(-2).add_(2).clamp_min_(0).sqrt_()  # ascending distance
+    ok = t[:, -1] > 0  # a row whose k nearest are all duplicates says nothing about the dimension
+    if not bool(ok.any()):
+        return 1.0
+    t = t[ok]
+    floor = t[t > 0].min()
+    inv_dim = torch.log(t[:, -1:] / t[:, :-1].clamp_min(floor)).mean(dim=1).mean()
+    inv_dim = float(inv_dim.clamp(0.0, 1.0))
+    return float(((m - 1) / (n_c - 1)) ** inv_dim)
+
+
 def cluster_separation(
     X: np.ndarray, labels: np.ndarray, *, sample: int = SEPARATION_ROWS, seed: int = 0,
     device: str | torch.device | None = None
@@ -256,13 +298,14 @@ class Clustering:
 
     def __init__(self, labels: np.ndarray, typicality: np.ndarray | None = None, *, X: np.ndarray | None = None,
                  k: int = DENSITY_K, seed: int = 0, device: str | torch.device | None = None,
-                 reference_size: int = REFERENCE_MATES, centroids: np.ndarray | None = None) -> None:
+                 reference_size: int = REFERENCE_MATES, centroids: np.ndarray | None = None,
+                 centroid_d2: np.ndarray | None = None) -> None:
         if typicality is None and X is None:
             raise ValueError("Clustering needs the typicality or the vectors to compute it from")
         self.labels = labels  # int64 cluster id per row
         self._typicality = typicality  # float32 per row
         self._X, self._k, self._seed, self._device = X, k, seed, device
-        self._reference_size, self._centroids = reference_size, centroids
+        self._reference_size, self._centroids, self._centroid_d2 = reference_size, centroids, centroid_d2
         self._known: np.ndarray | None = None  # typicality of the rows `ranking` computed, NaN elsewhere
 
     @property
@@ -280,7 +323,8 @@ class Clustering:
         if self._X is None:  # built with its typicality only: every row is ranked
             return self.typicality
         rows = contenders(self._X, self.labels, candidates, centroids=self._centroids, seed=self._seed,
-                          device=self._device, reference_size=self._reference_size)
+                          device=self._device, reference_size=self._reference_size,
+                          centroid_d2=self._centroid_d2)
         out = np.zeros(len(self.labels), dtype=np.float32)
         out[rows] = self.typicality_at(rows)
         self._known = np.full(len(self.labels), np.nan, dtype=np.float32)  # the picks' manifest values
@@ -312,8 +356,8 @@ def cluster_pool(
     device: str | torch.device | None = None,
 ) -> Clustering:
     """k-means labels now; typicality when first asked for (`Clustering`)."""
-    cent, labels = kmeans(X, n_clusters, seed=seed, n_init=n_init, device=device)
-    return Clustering(labels, X=X, k=k, seed=seed, device=device, centroids=cent)
+    cent, labels, d2 = kmeans(X, n_clusters, seed=seed, n_init=n_init, device=device, return_distance=True)
+    return Clustering(labels, X=X, k=k, seed=seed, device=device, centroids=cent, centroid_d2=d2)
 
 
 def typiclust_select(
