@@ -3,11 +3,15 @@ against the local engine on the same synthetic clustered vectors (no store: the 
 
     python benchmarks/ray_scaling.py select --n 200000 --budget 5000   # time + covering-radius ratio
     python benchmarks/ray_scaling.py dedup --n 200000                  # time; groups must equal local
+    python benchmarks/ray_scaling.py typicality --n 200000 --budget 50 # `select --strategy typicality`
 
 Each Ray run starts a private local cluster with `--workers` CPUs (1, then 2) and one partition
 (select) or four tasks (dedup) per worker CPU. Tasks run torch on one thread each; the local
 reference runs with torch's default threads. Covering radius = the largest distance from any row
-to its nearest pick (exact, tiled GEMM). Vectors are cached under /work/cache/ray-analyses/.
+to its nearest pick (exact, tiled GEMM). `typicality` times the whole `compose.select` (the code
+behind `curate select --strategy typicality [--engine ray]`); Ray's clusters come from its own k-means
+refinement, so its picks are not the local ones. Vectors are cached under .bench/ray-analyses/
+(or $CURATE_BENCH_CACHE).
 Prints one markdown table per part with the machine, date, load and command.
 """
 
@@ -25,7 +29,7 @@ import torch
 
 from curate.device import cpu_name
 
-CACHE = Path(os.environ.get("CURATE_BENCH_CACHE", "/work/cache/ray-analyses"))
+CACHE = Path(os.environ.get("CURATE_BENCH_CACHE", ".bench/ray-analyses"))
 
 
 def clustered(n: int, d: int = 512, modes: int = 200, spread: float = 0.6, seed: int = 0) -> np.ndarray:
@@ -109,6 +113,33 @@ def bench_select(args: argparse.Namespace) -> None:
         print(f"| ray | {w} | {w} | {t:.1f} | {t / t_local:.2f}x | {r:.4f} | {r / r_local:.3f} |", flush=True)
 
 
+def bench_typicality(args: argparse.Namespace) -> None:
+    from curate.select.compose import Pool, select
+    from curate.select.config import SelectionConfig, shorthand
+    from curate.select.ray_select import RayEngine
+
+    X = clustered(args.n)
+    header(f"select --strategy typicality, N={args.n:,} x {X.shape[1]}, budget {args.budget}")
+    pool = Pool(X, np.ones(len(X), bool), np.zeros(len(X), bool), [{}] * len(X))
+    steps, label = shorthand("typicality")
+    cfg = SelectionConfig(steps=steps, strategy=label, seed=0).validate()
+    t0 = time.perf_counter()
+    local = select(pool, cfg, args.budget, device=torch.device("cpu"))
+    t_local = time.perf_counter() - t0
+    print("| engine | workers | time (s) | time / local | picks |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| local | - | {t_local:.1f} | 1.00x | {len(local.indices)} |", flush=True)
+    for w in args.workers:
+        def run(ray):  # noqa: ANN001, ANN202
+            t = time.perf_counter()
+            res = select(pool, cfg, args.budget, device=torch.device("cpu"), engine=RayEngine(ray))
+            return res, time.perf_counter() - t
+
+        res, t = with_ray(w, run)
+        assert len(np.unique(res.indices)) == args.budget
+        print(f"| ray | {w} | {t:.1f} | {t / t_local:.2f}x | {len(res.indices)} |", flush=True)
+
+
 def bench_dedup(args: argparse.Namespace) -> None:
     from curate.dedup import Pool, find_groups
 
@@ -135,13 +166,13 @@ def bench_dedup(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["select", "dedup"])
+    ap.add_argument("part", choices=["select", "dedup", "typicality"])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--budget", type=int, default=5000)
     ap.add_argument("--threshold", type=float, default=0.98)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
-    bench_select(args) if args.part == "select" else bench_dedup(args)
+    {"select": bench_select, "dedup": bench_dedup, "typicality": bench_typicality}[args.part](args)
 
 
 if __name__ == "__main__":

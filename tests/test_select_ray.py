@@ -91,6 +91,18 @@ def test_typicality_clusters_across_workers(engine, monkeypatch: pytest.MonkeyPa
     assert len(pairs) == 6 and len({c for _, c in pairs}) == 6
     ref = typicality.cluster_typicality(X, got.labels, 10, seed=0, device="cpu")
     np.testing.assert_allclose(got.typicality, ref, rtol=1e-4)  # tasks multiply on 1 thread: rounding
+    # the TypiClust ranking alone: only the contenders' typicality, in the driver, as a local
+    # Clustering of the same labels ranks them; the tasks' centroid distances are brute force's
+    lazy = engine.cluster_pool(X, 6, k=10, seed=0, device="cpu")
+    everyone = np.ones(len(X), bool)
+    rank = lazy.ranking(everyone)
+    assert lazy._typicality is None  # no pass over every row
+    cent = lazy._centroids
+    np.testing.assert_allclose(lazy._centroid_d2, ((X.astype(np.float64) - cent[lazy.labels]) ** 2).sum(axis=1),
+                               rtol=1e-4, atol=1e-3)
+    local = typicality.Clustering(lazy.labels, X=X, k=10, seed=0, device="cpu", centroids=cent)
+    np.testing.assert_allclose(rank, local.ranking(everyone), rtol=1e-5)
+    np.testing.assert_allclose(lazy.typicality, ref, rtol=1e-4)  # then the full pass, as tasks
     small = X[:3000]  # below the sample size: the local fit, identical
     a = engine.cluster_pool(small, 6, k=10, seed=0, device="cpu")
     b = cluster_pool(small, 6, k=10, seed=0, device="cpu")

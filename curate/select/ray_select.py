@@ -22,8 +22,11 @@ measured ratios are far smaller (tests/test_select_ray.py, BENCHMARKS.md).
 Typicality (TypiClust) across workers: k-means is fitted on a seeded sample in the driver (as the
 local `kmeans` does at scale), then the Lloyd refinement over all rows runs as Ray tasks, one per
 partition (each returns its per-cluster sums and counts; the driver averages them), the final
-assignment is a Ray task per partition, the per-cluster typicality a Ray task per group of
-clusters, and the pick loop (`typiclust_select`, which holds the global quotas) runs in the driver.
+assignment is a Ray task per partition (it also returns each row's distance to its centroid), and
+the pick loop (`typiclust_select`, which holds the global quotas) runs in the driver. Where
+typicality alone ranks, only the contenders' typicality is computed, in the driver (K x 2 x
+REFERENCE_MATES rows, as locally); where weights or quotas need every row's, it is a Ray task per
+group of clusters.
 
 Other procedures (cluster-margin, BADGE, pure ranking by weights) have no Ray path: they run
 locally with a one-line note. Store reads and writes stay in the driver; tasks receive numpy
@@ -43,7 +46,6 @@ from curate.select.typicality import (
     Clustering,
     cluster_mean_distance,
     cluster_pool,
-    typicality_from_distance,
 )
 
 RAY_PROCEDURES = ("diversity", "typicality")  # the procedures with a Ray path
@@ -149,9 +151,19 @@ class RayEngine:
             if shift <= 1e-4:
                 break
         labels = np.empty(n, dtype=np.int64)
+        d2 = np.empty(n, dtype=np.float32)  # each row's squared distance to its centroid (contenders)
         for p, o in zip(parts, ray.get([step.remote(b, cent, False) for b in blocks]), strict=True):
-            labels[p] = o[0]
-        # typicality: clusters dealt to tasks (largest first, to the lightest task), one floor for all
+            labels[p], d2[p] = o[0], o[1]
+        # X too: the procedure ranks the same contenders as locally (Clustering.ranking), computed in
+        # the driver (K x 2 x REFERENCE_MATES rows); every row's typicality, when a weight or quota
+        # needs it, as Ray tasks
+        return Clustering(labels, X=X, k=k, seed=seed, device=device, centroids=cent, centroid_d2=d2,
+                          full_distance=lambda: self._mean_distance(X, labels, n_clusters, k, seed))
+
+    def _mean_distance(self, X: np.ndarray, labels: np.ndarray, n_clusters: int, k: int, seed: int) -> np.ndarray:
+        """Every row's mean distance to its k nearest cluster-mates: clusters dealt to Ray tasks
+        (largest first, to the lightest task); the driver turns them into typicality (one floor)."""
+        ray, n = self.ray, len(X)
         sizes = np.bincount(labels, minlength=n_clusters)
         load = np.zeros(self.partitions, dtype=np.int64)
         owner = np.empty(n_clusters, dtype=np.int64)
@@ -166,22 +178,24 @@ class RayEngine:
         mean_dist = np.empty(n, dtype=np.float32)
         for g, d in zip(groups, ray.get(futures), strict=True):
             mean_dist[g] = d
-        # X too: the procedure ranks the same contenders as locally (Clustering.ranking), so the picks match
-        return Clustering(labels, typicality_from_distance(mean_dist), X=X, k=k, seed=seed, device=device,
-                          centroids=cent)
+        return mean_dist
 
 
 def _assign_task(block: np.ndarray, cent: np.ndarray, sums: bool) -> tuple[np.ndarray, Any, Any]:
-    """Nearest centroid of each row (ties: lower id), and with `sums` the per-cluster sums and counts."""
+    """Nearest centroid of each row (ties: lower id), and with `sums` the per-cluster sums and counts;
+    without, each row's squared distance to that centroid."""
     c2 = (cent.astype(np.float32) ** 2).sum(1)
     labels = np.empty(len(block), dtype=np.int64)
+    d2 = np.empty(len(block), dtype=np.float32)
     for r0 in range(0, len(block), 8192):
-        s = block[r0 : r0 + 8192] @ cent.T
+        x = block[r0 : r0 + 8192]
+        s = x @ cent.T
         s *= 2
         s -= c2[None, :]
-        labels[r0 : r0 + 8192] = s.argmax(axis=1)
+        labels[r0 : r0 + 8192] = best = s.argmax(axis=1)
+        d2[r0 : r0 + 8192] = np.maximum((x * x).sum(axis=1) - s[np.arange(len(x)), best], 0)
     if not sums:
-        return labels, None, None
+        return labels, d2, None
     import torch
 
     torch.set_num_threads(1)

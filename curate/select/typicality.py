@@ -49,6 +49,7 @@ No N x N matrix at any N.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -294,25 +295,31 @@ def cluster_separation(
 class Clustering:
     """k-means labels and in-cluster typicality. Built by `cluster_pool`, typicality is computed on
     first use: auto's stratified branch never ranks by it and needs it only for the picked rows'
-    manifest column (`typicality_at`), which skips the N x REFERENCE_MATES x d pass."""
+    manifest column (`typicality_at`), which skips the N x REFERENCE_MATES x d pass, and `ranking`
+    needs only the contenders'. `full_distance`: what computes every row's mean distance when the
+    full pass is needed (--engine ray: Ray tasks), instead of `cluster_mean_distance` here."""
 
     def __init__(self, labels: np.ndarray, typicality: np.ndarray | None = None, *, X: np.ndarray | None = None,
                  k: int = DENSITY_K, seed: int = 0, device: str | torch.device | None = None,
                  reference_size: int = REFERENCE_MATES, centroids: np.ndarray | None = None,
-                 centroid_d2: np.ndarray | None = None) -> None:
+                 centroid_d2: np.ndarray | None = None,
+                 full_distance: Callable[[], np.ndarray] | None = None) -> None:
         if typicality is None and X is None:
             raise ValueError("Clustering needs the typicality or the vectors to compute it from")
         self.labels = labels  # int64 cluster id per row
         self._typicality = typicality  # float32 per row
         self._X, self._k, self._seed, self._device = X, k, seed, device
         self._reference_size, self._centroids, self._centroid_d2 = reference_size, centroids, centroid_d2
+        self._full_distance = full_distance
         self._known: np.ndarray | None = None  # typicality of the rows `ranking` computed, NaN elsewhere
 
     @property
     def typicality(self) -> np.ndarray:
         if self._typicality is None:
-            self._typicality = cluster_typicality(self._X, self.labels, self._k, seed=self._seed, device=self._device,
-                                                  reference_size=self._reference_size)
+            mean_dist = (self._full_distance() if self._full_distance is not None else
+                         cluster_mean_distance(self._X, self.labels, self._k, seed=self._seed, device=self._device,
+                                               reference_size=self._reference_size))
+            self._typicality = typicality_from_distance(mean_dist)
         return self._typicality
 
     def ranking(self, candidates: np.ndarray) -> np.ndarray:
