@@ -87,6 +87,20 @@ def with_ray(workers: int, fn):  # noqa: ANN001, ANN201
         ray.shutdown()
 
 
+def timed(fn):  # noqa: ANN001, ANN201
+    """(fn(), seconds)."""
+    t = time.perf_counter()
+    res = fn()
+    return res, time.perf_counter() - t
+
+
+def ray_runs(workers: list[int], fn):  # noqa: ANN001, ANN201
+    """(workers, fn(ray), seconds of fn alone) on a fresh warm cluster of each size."""
+    for w in workers:
+        res, t = with_ray(w, lambda ray: timed(lambda: fn(ray)))
+        yield w, res, t
+
+
 def bench_select(args: argparse.Namespace) -> None:
     from curate.select.kcenter import kcenter_select
     from curate.select.ray_select import RayEngine
@@ -94,20 +108,13 @@ def bench_select(args: argparse.Namespace) -> None:
     X = clustered(args.n)
     header(f"select k-center, N={args.n:,} x {X.shape[1]}, budget {args.budget}")
     none = np.empty(0, np.int64)
-    t0 = time.perf_counter()
-    local = kcenter_select(X, args.budget, none, device="cpu")
-    t_local = time.perf_counter() - t0
+    local, t_local = timed(lambda: kcenter_select(X, args.budget, none, device="cpu"))
     r_local = covering_radius(X, local.indices)
     print("| engine | workers | partitions | time (s) | time / local | covering radius | radius / local |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| local (greedy) | - | - | {t_local:.1f} | 1.00x | {r_local:.4f} | 1.000 |", flush=True)
-    for w in args.workers:
-        def run(ray, w=w):  # noqa: ANN001, ANN202
-            t = time.perf_counter()
-            res = RayEngine(ray).kcenter_select(X, args.budget, none, device="cpu")
-            return res, time.perf_counter() - t
-
-        res, t = with_ray(w, run)
+    for w, res, t in ray_runs(args.workers, lambda ray: RayEngine(ray).kcenter_select(X, args.budget, none,
+                                                                                     device="cpu")):
         assert len(np.unique(res.indices)) == args.budget
         r = covering_radius(X, res.indices)
         print(f"| ray | {w} | {w} | {t:.1f} | {t / t_local:.2f}x | {r:.4f} | {r / r_local:.3f} |", flush=True)
@@ -123,19 +130,12 @@ def bench_typicality(args: argparse.Namespace) -> None:
     pool = Pool(X, np.ones(len(X), bool), np.zeros(len(X), bool), [{}] * len(X))
     steps, label = shorthand("typicality")
     cfg = SelectionConfig(steps=steps, strategy=label, seed=0).validate()
-    t0 = time.perf_counter()
-    local = select(pool, cfg, args.budget, device=torch.device("cpu"))
-    t_local = time.perf_counter() - t0
+    local, t_local = timed(lambda: select(pool, cfg, args.budget, device=torch.device("cpu")))
     print("| engine | workers | time (s) | time / local | picks |")
     print("|---|---:|---:|---:|---:|")
     print(f"| local | - | {t_local:.1f} | 1.00x | {len(local.indices)} |", flush=True)
-    for w in args.workers:
-        def run(ray):  # noqa: ANN001, ANN202
-            t = time.perf_counter()
-            res = select(pool, cfg, args.budget, device=torch.device("cpu"), engine=RayEngine(ray))
-            return res, time.perf_counter() - t
-
-        res, t = with_ray(w, run)
+    for w, res, t in ray_runs(args.workers, lambda ray: select(pool, cfg, args.budget, device=torch.device("cpu"),
+                                                               engine=RayEngine(ray))):
         assert len(np.unique(res.indices)) == args.budget
         print(f"| ray | {w} | {t:.1f} | {t / t_local:.2f}x | {len(res.indices)} |", flush=True)
 
@@ -147,19 +147,11 @@ def bench_dedup(args: argparse.Namespace) -> None:
     header(f"dedup --mode clustered, N={args.n:,} x {X.shape[1]}, threshold {args.threshold}, star, keep largest")
     pool = Pool.from_arrays([f"{k:09d}" for k in range(len(X))], vectors=X)
     kw = {"threshold": args.threshold, "mode": "clustered", "device": "cpu"}
-    t0 = time.perf_counter()
-    local = find_groups(pool, **kw)
-    t_local = time.perf_counter() - t0
+    local, t_local = timed(lambda: find_groups(pool, **kw))
     print("| engine | workers | time (s) | time / local | groups | removed | groups equal local |")
     print("|---|---:|---:|---:|---:|---:|---|")
     print(f"| local | - | {t_local:.1f} | 1.00x | {local.n_groups} | {local.n_removed} | - |", flush=True)
-    for w in args.workers:
-        def run(ray):  # noqa: ANN001, ANN202
-            t = time.perf_counter()
-            res = find_groups(pool, engine=ray, **kw)
-            return res, time.perf_counter() - t
-
-        res, t = with_ray(w, run)
+    for w, res, t in ray_runs(args.workers, lambda ray: find_groups(pool, engine=ray, **kw)):
         same = res.table.equals(local.table)
         print(f"| ray | {w} | {t:.1f} | {t / t_local:.2f}x | {res.n_groups} | {res.n_removed} | {same} |", flush=True)
 
