@@ -286,22 +286,13 @@ def decode_cpu(encoder, folder: Path, n: int) -> float:
 
 
 def _loader(encoder, paths: list[str], batch: int, workers: int, jpeg_bytes: bool):
-    """The same DataLoader embed_pool builds (kept in step with curate/embed.py)."""
-    from torch.utils.data import DataLoader
-
+    """The DataLoader embed_pool's local driver builds (`curate.embed.decode_loader`)."""
     from curate.decode import DEFAULT_MAX_PIXELS
-    from curate.embed import DecodeDataset, _collate, _worker_context, _worker_init
+    from curate.embed import Decoder, _worker_context, decode_loader
 
-    ds = DecodeDataset(paths, encoder.image_transform, encoder.image_size, 20.0, DEFAULT_MAX_PIXELS,
-                       jpeg_bytes=jpeg_bytes)
-    return DataLoader(
-        ds, batch_size=batch, num_workers=workers, collate_fn=_collate,
-        pin_memory=encoder.device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-        multiprocessing_context=_worker_context(encoder.image_transform) if workers else None,
-    )
+    decoder = Decoder(encoder.image_transform, encoder.image_size, 20.0, DEFAULT_MAX_PIXELS, jpeg_bytes=jpeg_bytes)
+    return decode_loader(paths, decoder, encoder, batch, workers,
+                         _worker_context(encoder.image_transform) if workers else None)
 
 
 def decode_only(encoder, folder: Path, batch: int, workers: int, gpu: bool = False) -> tuple[float, float, float]:

@@ -453,13 +453,13 @@ def write_batch(store: Store, collection: str, encoder: str, batch: Encoded,
     return records
 
 
-def _local_batches(
-    paths: list[str], decoder: Decoder, encoder: Encoder, batch_size: int, workers: int, context: Any
-) -> Iterator[Encoded]:
-    """The local driver: DataLoader worker processes decode, this process encodes."""
+def decode_loader(paths: list[str], decoder: Decoder, encoder: Encoder, batch_size: int, workers: int,
+                  context: Any) -> DataLoader:
+    """The DataLoader of the local driver (benchmarks/embed.py times the same one): `workers`
+    processes run `decoder` on `paths` and collate batches for `encoder`'s device."""
     dataset = DecodeDataset(paths, decoder.transform, decoder.image_size, decoder.timeout, decoder.max_pixels,
                             decoder.jpeg_bytes, decoder.delay)
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
@@ -472,7 +472,13 @@ def _local_batches(
         # killed run's orphans can never block the run that resumes it.
         multiprocessing_context=context,
     )
-    batches = iter(loader)
+
+
+def _local_batches(
+    paths: list[str], decoder: Decoder, encoder: Encoder, batch_size: int, workers: int, context: Any
+) -> Iterator[Encoded]:
+    """The local driver: DataLoader worker processes decode, this process encodes."""
+    batches = iter(decode_loader(paths, decoder, encoder, batch_size, workers, context))
     try:
         for batch in batches:
             yield encode_batch(encoder, batch)
