@@ -325,7 +325,11 @@ def pipeline(
     encoder, folder: Path, batch: int, workers: int | None, gpu_decode: str
 ) -> tuple[float, float, float, float]:
     """embed_pool into a fresh embedded store: (rate, steady rate after the first batch, first-batch s,
-    CPU ms per image of the main process: model threads, collation, store writes)."""
+    CPU ms per image of the main process: model threads, collation, store writes). A mode ending in
+    "-nowrite" (e.g. on-nowrite) runs that gpu_decode mode with the store's vector and payload writes
+    replaced by no-ops: a diagnostic of what the writes cost, not a usable run."""
+    nowrite = gpu_decode.endswith("-nowrite")
+    gpu_decode = gpu_decode.removesuffix("-nowrite")
     from curate.embed import EmbedOptions, embed_pool
     from curate.sources import discover
     from curate.store import open_store
@@ -335,6 +339,10 @@ def pipeline(
     stamps: list[tuple[float, int]] = []
     try:
         store = open_store(tmp)
+        if nowrite:  # instance attributes shadow the methods for this store only
+            store.upsert_points = lambda *a, **k: None
+            store.upsert_vectors = lambda *a, **k: None
+            store.count_vectors = lambda *a, **k: len(pool)
         try:
             c0 = time.process_time()
             report = embed_pool(
@@ -431,7 +439,7 @@ def table(rows: list[Row]) -> str:
         d, ds = _med(r.decode_rate), _med(r.decode_steady)
         for mode, rates in r.pipeline.items():
             p, ps = _med(rates), _med(r.pipeline_steady[mode])
-            dec = _med(r.nvjpeg_rate) if r.device == "cuda" and mode in ("on", "auto") else ds
+            dec = _med(r.nvjpeg_rate) if r.device == "cuda" and mode.removesuffix("-nowrite") in ("on", "auto") else ds
             bound = min(m, dec) if r.device == "cuda" else 1.0 / (1.0 / m + 1.0 / ds)
             tag = f" (gpu_decode={mode})" if r.device == "cuda" else ""
             dec_txt = f"{_fmt(d)} ({_fmt(ds)})"
@@ -470,7 +478,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="images per model (overrides the per-model n)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the per-model b)")
     ap.add_argument("--workers", type=int, default=None, help="decode workers (default: embed_pool's, one per core)")
-    ap.add_argument("--gpu-decode", default=None, help="pipeline modes to run, e.g. on,off (CUDA default: on,off)")
+    ap.add_argument("--gpu-decode", default=None, help="pipeline modes to run, e.g. on,off (CUDA default: on,off); "
+                    "on-nowrite / off-nowrite: the same with the store writes stubbed out (diagnostic)")
     ap.add_argument("--repeat", type=int, default=1, help="repeat every measurement; the median is reported")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="model-only: time at least this long")
     ap.add_argument("--seed", type=int, default=0)
