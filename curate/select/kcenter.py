@@ -128,10 +128,11 @@ class _Loop:
 def _stream(loop: _Loop, best: torch.Tensor, score: torch.Tensor, budget: int) -> tuple[list, list, list]:
     """One fused pass per pick; picks stay on the device (GPU: no host sync per pick)."""
     if loop.x.device.type == "cuda" and len(loop.bounds) == 1 and budget > GRAPH_MIN_BUDGET:
+        saved = (loop.d2.clone(), loop.bias.clone(), None if loop.count is None else loop.count.clone())
         try:
-            return _stream_graph(loop, best, score, budget)
+            return _stream_graph(loop, best, score, budget, saved)
         except RuntimeError:  # a backend that cannot capture: the same steps, launched one by one
-            pass
+            _restore(loop, saved)
     x, d2, bias, dev = loop.x, loop.d2, loop.bias, loop.x.device
     picks = torch.empty(budget, dtype=torch.int64, device=dev)
     pick_score = torch.empty(budget, dtype=torch.float32, device=dev)
@@ -167,12 +168,21 @@ def _stream(loop: _Loop, best: torch.Tensor, score: torch.Tensor, budget: int) -
     return picks[:done].tolist(), pick_score[:done].tolist(), pick_d2[:done].tolist()
 
 
-def _stream_graph(loop: _Loop, best: torch.Tensor, score: torch.Tensor, budget: int) -> tuple[list, list, list]:
+def _restore(loop: _Loop, saved: tuple) -> None:
+    loop.d2.copy_(saved[0])
+    loop.bias.copy_(saved[1])
+    if loop.count is not None:
+        loop.count.copy_(saved[2])
+
+
+def _stream_graph(loop: _Loop, best: torch.Tensor, score: torch.Tensor, budget: int,
+                  saved: tuple) -> tuple[list, list, list]:
     """`_stream` on CUDA with each pick's steps captured once in a CUDA graph and replayed: the same
     kernels on the same buffers (so the same picks), but one launch per pick instead of ~15 Python
     calls, which left the GPU waiting on the CPU (1.17 ms per pick at 1M x 512 against 0.42 ms of
     GPU work; benchmarks/kcenter_gpu.py). Every state the steps touch lives in fixed device buffers;
-    the pick counter too, so nothing is baked into the graph but addresses."""
+    the pick counter too, so nothing is baked into the graph but addresses. `saved`: the loop's state
+    before any step (the warm-up step is undone from it)."""
     x, d2, bias, dev = loop.x, loop.d2, loop.bias, loop.x.device
     picks = torch.zeros(budget, dtype=torch.int64, device=dev)
     pick_score = torch.full((budget,), NEG_INF, dtype=torch.float32, device=dev)
@@ -207,12 +217,8 @@ def _stream_graph(loop: _Loop, best: torch.Tensor, score: torch.Tensor, budget: 
     side = torch.cuda.Stream(dev)
     side.wait_stream(torch.cuda.current_stream(dev))
     with torch.cuda.stream(side):  # warm-up on the capture stream (cuBLAS workspaces, allocator)
-        saved = (d2.clone(), bias.clone(), None if loop.count is None else loop.count.clone())
         step()
-        d2.copy_(saved[0])
-        bias.copy_(saved[1])
-        if loop.count is not None:
-            loop.count.copy_(saved[2])
+        _restore(loop, saved)
         at.zero_()
         cur.copy_(best.reshape(1))
         cur_score.copy_(score.reshape(1))
