@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name(0))" >> "$out/gpu.txt"
 case $part in
     select)
-        python3 -m pytest -q -p no:cacheprovider tests/test_kcenter_cuda.py 2>&1 | tee "$out/pytest_cuda.log"
+        python3 -m pytest -q -p no:cacheprovider tests/test_kcenter_cuda.py tests/test_select_cuda.py 2>&1 | tee "$out/pytest_cuda.log"
         timeout 150 python3 -m benchmarks.kcenter_gpu 2>&1 | tee "$out/kcenter_gpu.log"
         python3 -m benchmarks.selection gpu 2>&1 | tee "$out/selection_gpu.log"
         for b in 200 5000; do
