@@ -8,12 +8,12 @@ import torch
 
 from curate.select.compose import Pool, select
 from curate.select.config import SelectionConfig, shorthand
+from curate.select.density import reference_rows
 from curate.select.typicality import (
     Clustering,
     cluster_pool,
     cluster_typicality,
     contenders,
-    sampled_mates,
     typiclust_select,
 )
 
@@ -65,7 +65,7 @@ def test_contenders_are_the_candidates_nearest_the_centroid_and_the_sampled_mate
     m = np.flatnonzero(labels == 0)
     d2 = ((X[m].astype(np.float64) - X[m].mean(axis=0)) ** 2).sum(axis=1)  # to the members' mean
     near = [r for r in m[np.argsort(d2, kind="stable")] if cand[r]][:100]
-    mates = m[sampled_mates(500, 100, 4)]
+    mates = m[reference_rows(500, 100, 4)]
     want = sorted(set(near) | {int(r) for r in mates if cand[r]} | set(np.flatnonzero(cand & (labels > 0)).tolist()))
     assert got.tolist() == want
     far = np.zeros((3, 8), np.float32)  # given centroids (k-means'): nearest those instead
@@ -127,7 +127,7 @@ def test_select_picks_the_most_typical_contender_of_each_large_cluster() -> None
     for p in sel.indices:
         m = np.flatnonzero(labels == labels[p])
         rows = contenders(X[m], np.zeros(len(m), np.int64), np.ones(len(m), bool), seed=2, device="cpu")
-        ref = m[sampled_mates(len(m), 256, 2)]
+        ref = m[reference_rows(len(m), 256, 2)]
         x, r = X[m].astype(np.float64), X[ref].astype(np.float64)
         d = np.sqrt(np.maximum(0, 2 - 2 * x @ r.T))
         d[np.searchsorted(m, ref), np.arange(len(ref))] = np.inf  # a sampled row is not its own mate

@@ -36,6 +36,15 @@ EXACT_MAX = 4096  # exact kNN density up to this many rows (N^2 d: about a secon
 REFERENCE_SIZE = 512  # reference rows of the approximation above EXACT_MAX (cost: N x 512 x d)
 
 
+def reference_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of the seeded reference sample of `size` among `n` rows (every row when
+    n <= size): the one draw that the density estimates here and typicality's sampled cluster-mates
+    share, so a seed picks the same rows in each."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 def mean_knn_distance(
     X: np.ndarray,
     k: int = DENSITY_K,
@@ -52,8 +61,7 @@ def mean_knn_distance(
         k = max(1, min(k, n - 1))
         sims, _ = topk_similarity(X, X, k, exclude_self=True, device=device)
     else:
-        rng = np.random.default_rng(seed)
-        ref = np.sort(rng.choice(n, size=reference_size, replace=False))
+        ref = reference_rows(n, reference_size, seed)
         k = max(1, min(k, reference_size - 1))
         sims, idx = topk_similarity(X, X[ref], k + 1, device=device)
         # A row that is in the sample must not count itself: drop exactly that column,
@@ -92,7 +100,7 @@ def soft_knn_distance(
     m = min(n, int(reference_size))
     if m < 3:
         return np.zeros(n, dtype=np.float32)
-    ref = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    ref = reference_rows(n, m, seed)
     kk = max(1, min(k, m - 2))
     dev = resolve_device(device)
     own = np.full(n, -1, dtype=np.int64)

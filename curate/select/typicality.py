@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from curate.device import rows_per_chunk
-from curate.select.density import DENSITY_K
+from curate.select.density import DENSITY_K, reference_rows
 from curate.select.kmeans import kmeans, one_thread
 from curate.select.tensors import mm_f32, resolve_device, sq_norms, to_storage
 
@@ -108,7 +108,7 @@ def cluster_mean_distance(
             n_c = len(members)
             if n_c < 2 or (wanted is not None and not wanted[members].any()):
                 continue
-            ref = sampled_mates(n_c, reference_size, seed)
+            ref = reference_rows(n_c, reference_size, seed)  # the mates every member is compared with
             kk = max(1, min(len(ref) - 1, k))  # k of the sample, not k x sample / size: module doc
             # back to the exact k-NN scale, so that values compare across clusters (1 where exact)
             scale = 1.0 if len(ref) == n_c else _scale_to_exact(X[members[ref]], n_c, kk, dev)
@@ -119,14 +119,6 @@ def cluster_mean_distance(
                 mean_dist[members[at]] = _mates_distance(X[members[at]], ref, kk, dev, at=at,
                                                          mates=X[members[ref]]) * scale
     return mean_dist if rows is None else mean_dist[rows]
-
-
-def sampled_mates(n_c: int, reference_size: int, seed: int) -> np.ndarray:
-    """Positions, within a cluster of `n_c` members, of the mates every member is compared with:
-    all of them up to `reference_size`, else a seeded sample (the same as density.mean_knn_distance draws)."""
-    if n_c <= reference_size:
-        return np.arange(n_c)
-    return np.sort(np.random.default_rng(seed).choice(n_c, size=reference_size, replace=False))
 
 
 def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, centroids: np.ndarray | None = None,
@@ -157,7 +149,7 @@ def contenders(X: np.ndarray, labels: np.ndarray, candidates: np.ndarray, *, cen
         d2 = (centroid_d2[own].astype(np.float64) if centroid_d2 is not None
               else _centroid_distance(X, own, None if centroids is None else centroids[c], members, dev))
         keep[own[np.lexsort((own, d2))[:reference_size]]] = True  # nearest the centroid, ties to the lower row
-        mates = members[sampled_mates(len(members), reference_size, seed)]
+        mates = members[reference_rows(len(members), reference_size, seed)]
         keep[mates] |= cand[mates]
     return np.flatnonzero(keep)
 
