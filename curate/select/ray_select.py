@@ -186,14 +186,15 @@ def _assign_task(block: np.ndarray, cent: np.ndarray, sums: bool) -> tuple[np.nd
     without, each row's squared distance to that centroid."""
     c2 = (cent.astype(np.float32) ** 2).sum(1)
     labels = np.empty(len(block), dtype=np.int64)
-    d2 = np.empty(len(block), dtype=np.float32)
+    d2 = None if sums else np.empty(len(block), dtype=np.float32)  # the final pass only (contenders)
     for r0 in range(0, len(block), 8192):
         x = block[r0 : r0 + 8192]
         s = x @ cent.T
         s *= 2
         s -= c2[None, :]
         labels[r0 : r0 + 8192] = best = s.argmax(axis=1)
-        d2[r0 : r0 + 8192] = np.maximum((x * x).sum(axis=1) - s[np.arange(len(x)), best], 0)
+        if d2 is not None:
+            d2[r0 : r0 + 8192] = np.maximum((x * x).sum(axis=1) - s[np.arange(len(x)), best], 0)
     if not sums:
         return labels, d2, None
     import torch
